@@ -1,0 +1,3 @@
+from sightd.cli import main
+
+main()

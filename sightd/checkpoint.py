@@ -1,0 +1,131 @@
+"""Self-describing checkpoints: safetensors weights plus everything needed to rebuild them.
+
+The header metadata stores arch, class names and preprocessing, so one file is enough to
+rebuild the classifier. Loading never unpickles anything (safetensors holds only tensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from sightd import __version__
+from sightd.atomic import atomic_write_bytes
+from sightd.errors import SightdError
+from sightd.model import ResNet, create_model
+
+FORMAT = "sightd-checkpoint"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about itself."""
+
+    arch: str
+    classes: list[str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    test_accuracy: float | None = None
+    created_at: float = field(default_factory=time.time)
+    sightd_version: str = __version__
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "classes": json.dumps(self.classes),
+            "image_size": str(self.image_size),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "test_accuracy": json.dumps(self.test_accuracy),
+            "created_at": repr(self.created_at),
+            "sightd_version": self.sightd_version,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> ModelInfo:
+        return cls(
+            arch=meta["arch"],
+            classes=list(json.loads(meta["classes"])),
+            image_size=int(meta["image_size"]),
+            mean=[float(v) for v in json.loads(meta["mean"])],
+            std=[float(v) for v in json.loads(meta["std"])],
+            test_accuracy=json.loads(meta.get("test_accuracy", "null")),
+            created_at=float(meta.get("created_at", "0")),
+            sightd_version=meta.get("sightd_version", "unknown"),
+        )
+
+
+@dataclass
+class Checkpoint:
+    model: ResNet
+    info: ModelInfo
+    digest: str  # short sha256 of the file: names this exact set of weights in label messages
+
+
+def save_checkpoint(path: str | Path, model: ResNet, info: ModelInfo) -> None:
+    """Write weights + metadata atomically: a crash never leaves a half-written file."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save_tensors(tensors, metadata=info.to_metadata()))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Rebuild the model from the file alone; any defect is a one-line SightdError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        hint = "train one with `sightd train`"
+        raise SightdError(f"model file {path} does not exist; {hint}") from None
+    except OSError as exc:
+        raise SightdError(f"model file {path} cannot be read: {exc.strerror}") from None
+    meta = _read_metadata(path, data)
+    try:
+        info = ModelInfo.from_metadata(meta)
+        tensors = load_tensors(data)
+    except (KeyError, ValueError, TypeError, SafetensorError) as exc:
+        raise SightdError(f"model file {path} has a damaged sightd header ({exc})") from None
+    model = create_model(info.arch, len(info.classes))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError:
+        raise SightdError(
+            f"model file {path}: its tensors do not match arch {info.arch!r} with "
+            f"{len(info.classes)} classes; retrain or check the file"
+        ) from None
+    model.to(device).eval()
+    return Checkpoint(model, info, hashlib.sha256(data).hexdigest()[:12])
+
+
+def _read_metadata(path: Path, data: bytes) -> dict[str, str]:
+    # The safetensors header is an 8-byte length then JSON; parse it ourselves for clear errors.
+    hint = "it is not a sightd checkpoint (expected a .safetensors file from `sightd train`)"
+    if len(data) < 8:
+        raise SightdError(f"model file {path} is empty or truncated; {hint}")
+    size = int.from_bytes(data[:8], "little")
+    if size <= 0 or 8 + size > len(data):
+        raise SightdError(f"model file {path} is truncated or {hint}")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SightdError(f"model file {path}: {hint}") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise SightdError(f"model file {path}: {hint}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise SightdError(
+            f"model file {path} has checkpoint format {meta.get('format_version')!r}; "
+            f"this sightd reads {FORMAT_VERSION!r}: retrain or upgrade sightd"
+        )
+    return meta

@@ -1,0 +1,98 @@
+"""The `sightd` command: one root group whose heavy commands load only when run.
+
+`sightd --help` never imports torch: each command lives in its own module, named here with
+its one-line help, and is imported when it is invoked (or its own --help is asked for).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from sightd import __version__
+from sightd.errors import SightdError
+
+# name -> (module, attribute, short help). The short help is here so listing needs no import.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "check-config": ("sightd.cli", "check_config", "Validate a config file and print it."),
+    "train": ("sightd.trainer.commands", "train", "Train a classifier on folder-per-class images."),
+    "eval": ("sightd.trainer.commands", "evaluate", "Accuracy, per-class table and confusion."),
+    "predict": ("sightd.trainer.commands", "predict", "Label image files with a trained model."),
+    "dataset": ("sightd.trainer.commands", "dataset", "Write a built-in dataset as folders."),
+    "capture": ("sightd.publishers.commands", "capture", "Publish frames from one camera."),
+    "infer": ("sightd.publishers.commands", "infer", "Classify frames; publish labels, events."),
+    "listen": ("sightd.subscribers.commands", "listen", "Print bus messages as JSON lines."),
+    "subscribe": ("sightd.subscribers.commands", "subscribe", "Run one subscriber alone."),
+    "run": ("sightd.daemon.commands", "run", "Start and supervise the whole pipeline."),
+    "status": ("sightd.daemon.commands", "status", "Show each component's state and label."),
+    "demo": ("sightd.daemon.commands", "demo", "Train on digits and run the live demo."),
+    "collect": ("sightd.daemon.commands", "collect", "Record training images from a camera."),
+    "service": ("sightd.daemon.commands", "service", "Install sightd as a systemd service."),
+    "keys": ("sightd.daemon.commands", "keys", "Generate CURVE key pairs for encryption."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not exc.name.startswith("sightd"):
+                raise
+            return None  # command not built yet in this checkout
+        return getattr(module, attribute, None)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SightdError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sightd")
+def main() -> None:
+    """sightd: camera frames in, trustworthy label events out.
+
+    Start with `sightd demo`; see README.md for each command.
+    """
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: ./config.yaml if present, else built-in defaults).",
+)
+
+
+@click.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate a config file; print the effective configuration as YAML."""
+    import yaml
+
+    from sightd.config import load_config
+
+    config = load_config(config_path)
+    click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
+    click.echo("# config OK", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

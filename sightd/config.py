@@ -1,0 +1,220 @@
+"""Strict, typed configuration: config.yaml -> validated models, errors that name the YAML path.
+
+Precedence: command-line flags > config file > the defaults below (the one place each lives).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sightd.errors import SightdError
+
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class Section(BaseModel):
+    # strict: YAML already types its values, so "15" for an integer is a mistake, not a hint.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class TrainConfig(Section):
+    data_dir: str = Field("data", description="folder with one sub-folder of images per class")
+    out_dir: str = Field("runs", description="where runs/<timestamp>/ folders are written")
+    epochs: int = Field(15, ge=1, le=10_000, description="passes over the training split")
+    batch_size: int = Field(64, ge=1, le=65_536, description="images per optimiser step")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="Adam weight decay (L2)")
+    image_size: int = Field(64, ge=16, le=1024, description="square network input, pixels")
+    mean: list[float] = Field([0.5, 0.5, 0.5], min_length=3, max_length=3)
+    std: list[float] = Field([0.5, 0.5, 0.5], min_length=3, max_length=3)
+    split: list[float] = Field(
+        [0.7, 0.15, 0.15], min_length=3, max_length=3, description="train/validation/test"
+    )
+    arch: str = Field("seed", description="seed, resnet18, resnet34 or resnet50")
+    augment: bool = Field(True, description="random flips, crops and colour jitter in training")
+    seed: int = Field(0, ge=0, description="seeds the split, the weights and augmentation")
+    device: Device = "auto"
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value) or abs(sum(value) - 1) > 1e-6:
+            raise ValueError("expected three positive fractions that sum to 1")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("expected three positive numbers")
+        return value
+
+
+class CameraConfig(Section):
+    name: str = Field("cam0", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="topic suffix")
+    source: int | str = Field(
+        0, description="device index, video file, rtsp/http URL, image folder, or 'synthetic'"
+    )
+    fps: float = Field(2.0, ge=0, le=1000, description="frames published per second; 0 = max")
+    loop: bool = Field(True, description="restart a video file or image folder at its end")
+    resize: list[int] | None = Field(None, description="[width, height] before publishing")
+    encoding: Literal["jpeg", "bgr24"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    endpoint: str | None = Field(None, description="frames endpoint; default derived below")
+
+
+class TransportConfig(Section):
+    frames: str = Field("tcp://127.0.0.1:5550", description="camera N binds this port + 10*N")
+    labels: str = Field("tcp://127.0.0.1:5551", description="worker: labels, events, status")
+    status: str = Field("tcp://127.0.0.1:5552", description="supervisor and subscriber status")
+    high_water_mark: int = Field(10, ge=1, le=100_000, description="queued messages per peer")
+    max_message_bytes: int = Field(32 * 2**20, ge=1024, description="larger messages dropped")
+    status_interval: float = Field(2.0, gt=0, le=60, description="seconds between heartbeats")
+
+
+class ModelConfig(Section):
+    path: str = "runs/latest/model.safetensors"
+    device: Device = "auto"
+    min_confidence: float = Field(0.5, ge=0, le=1, description="below it the label is unknown")
+    max_frame_age: float = Field(1.0, gt=0, description="older frames are never classified")
+    reload: bool = Field(True, description="hot-reload the model file when it changes")
+
+
+class EventsConfig(Section):
+    stable_frames: int = Field(3, ge=1, le=1000, description="frames a new label must hold")
+
+
+class SubscriberEntry(BaseModel):
+    """`type` picks the plugin; the plugin's own config model validates the other keys."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str
+
+
+class DaemonConfig(Section):
+    max_restarts: int = Field(5, ge=0, description="restarts allowed per restart_window")
+    restart_window: float = Field(60.0, gt=0, description="seconds")
+    heartbeat_timeout: float = Field(5.0, gt=0, description="silent child is killed after this")
+    stop_timeout: float = Field(10.0, gt=0, description="seconds to stop before SIGKILL")
+
+
+class SightdConfig(Section):
+    train: TrainConfig = TrainConfig()
+    cameras: list[CameraConfig] = [CameraConfig()]
+    transport: TransportConfig = TransportConfig()
+    model: ModelConfig = ModelConfig()
+    events: EventsConfig = EventsConfig()
+    subscribers: list[SubscriberEntry] = []
+    daemon: DaemonConfig = DaemonConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def camera(self, name: str) -> CameraConfig:
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        names = ", ".join(c.name for c in self.cameras)
+        raise SightdError(f"no camera named {name!r} in the config (cameras: {names})")
+
+    def camera_endpoint(self, name: str) -> str:
+        """Camera N publishes on its own endpoint, or the frames port + 10*N."""
+        index = [c.name for c in self.cameras].index(self.camera(name).name)
+        camera = self.cameras[index]
+        if camera.endpoint:
+            return camera.endpoint
+        return offset_endpoint(self.transport.frames, index, camera.name)
+
+    def frame_endpoints(self) -> list[str]:
+        return [self.camera_endpoint(c.name) for c in self.cameras]
+
+
+def offset_endpoint(endpoint: str, index: int, name: str) -> str:
+    if index == 0:
+        return endpoint
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint.rpartition(":")
+        return f"{host}:{int(port) + 10 * index}"
+    return f"{endpoint}.{name}"  # ipc:// and inproc:// get one path per camera
+
+
+def load_config(path: str | Path | None = None) -> SightdConfig:
+    """Read `path` (or ./config.yaml if present, else built-in defaults) and validate it."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return SightdConfig()
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SightdError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SightdError(f"config file {path} is not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise SightdError(f"config file {path}: expected a mapping of sections at the top")
+    return validate(SightdConfig, raw, source=str(path))
+
+
+def validate(model: type[BaseModel], data: dict[str, Any], source: str = "", prefix: str = ""):
+    """model.model_validate with pydantic's errors turned into one line naming the YAML path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SightdError(describe_validation_error(exc, source, prefix)) from None
+
+
+def override(section: Section, prefix: str, **flags: Any) -> Section:
+    """A copy of `section` with every flag that was given (not None) applied and validated."""
+    updates = {k: v for k, v in flags.items() if v is not None}
+    if not updates:
+        return section
+    return validate(type(section), {**section.model_dump(), **updates}, prefix=prefix)
+
+
+_MESSAGES = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key; check its spelling against config.yaml's documented keys",
+}
+
+
+def describe_validation_error(exc: ValidationError, source: str = "", prefix: str = "") -> str:
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors():
+        message = _MESSAGES.get(error["type"], error["msg"]).removeprefix("Value error, ")
+        problems.setdefault(_yaml_path(error["loc"], prefix), []).append(message)
+    path, messages = next(iter(problems.items()))
+    # A union field (e.g. source: int | str) reports one error per branch: join them.
+    message = " or ".join(dict.fromkeys(messages)).replace(" or expected ", " or ")
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    where = f"{source}: " if source else ""
+    return f"{where}{path}: {message}{more}"
+
+
+def _yaml_path(loc: tuple, prefix: str) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("int", "str", "list[int]") and path:
+            continue  # union branch names are not YAML keys
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "<top>"

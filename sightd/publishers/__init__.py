@@ -1,0 +1,1 @@
+"""Processes that publish on the bus: capture (frames) and inference (labels, events)."""

@@ -1,0 +1,1 @@
+"""Programs that act on label events: print, log, command, webhook, MQTT and plugins."""

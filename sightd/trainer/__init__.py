@@ -1,0 +1,1 @@
+"""Offline half: folder-per-class images in, a self-describing checkpoint out."""
