@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dataset": ("sightd.trainer.commands", "dataset", "Write a built-in dataset as folders."),
     "capture": ("sightd.publishers.commands", "capture", "Publish frames from one camera."),
     "infer": ("sightd.publishers.commands", "infer", "Classify frames; publish labels, events."),
-    "listen": ("sightd.subscribers.commands", "listen", "Print bus messages as JSON lines."),
+    "listen": ("sightd.listen", "listen", "Print bus messages as JSON lines."),
     "subscribe": ("sightd.subscribers.commands", "subscribe", "Run one subscriber alone."),
     "run": ("sightd.daemon.commands", "run", "Start and supervise the whole pipeline."),
     "status": ("sightd.daemon.commands", "status", "Show each component's state and label."),

@@ -71,7 +71,10 @@ class CameraConfig(Section):
 class TransportConfig(Section):
     frames: str = Field("tcp://127.0.0.1:5550", description="camera N binds this port + 10*N")
     labels: str = Field("tcp://127.0.0.1:5551", description="worker: labels, events, status")
-    status: str = Field("tcp://127.0.0.1:5552", description="supervisor and subscriber status")
+    status: str = Field("tcp://127.0.0.1:5552", description="supervisor's status forwarder")
+    status_in: str = Field(
+        "tcp://127.0.0.1:5553", description="components without a socket send status here"
+    )
     high_water_mark: int = Field(10, ge=1, le=100_000, description="queued messages per peer")
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="larger messages dropped")
     status_interval: float = Field(2.0, gt=0, le=60, description="seconds between heartbeats")
