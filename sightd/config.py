@@ -78,6 +78,10 @@ class TransportConfig(Section):
     high_water_mark: int = Field(10, ge=1, le=100_000, description="queued messages per peer")
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="larger messages dropped")
     status_interval: float = Field(2.0, gt=0, le=60, description="seconds between heartbeats")
+    max_message_parts: int = Field(3, ge=2, le=16, description="messages with more are dropped")
+    curve: bool = Field(False, description="encrypt and authenticate with ZeroMQ CURVE")
+    keys_dir: str = Field("keys", description="written by `sightd keys generate`")
+    client_key: str = Field("client", description="this host's client key pair in keys_dir")
 
 
 class ModelConfig(Section):

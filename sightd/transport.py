@@ -1,8 +1,11 @@
-"""ZeroMQ sockets configured the one safe way: linger 0, bounded queues, bounded messages."""
+"""ZeroMQ sockets configured the one safe way: linger 0, bounded queues, bounded messages,
+optional CURVE encryption, private folders for ipc:// endpoints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import zmq
 
@@ -14,11 +17,15 @@ def context() -> zmq.Context:
     return zmq.Context.instance()
 
 
-def bind_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
-    """A PUB socket bound to `endpoint`; a slow reader loses messages, it never blocks us."""
-    sock = context().socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, transport.high_water_mark)
+def bind(sock_type: int, endpoint: str, transport: TransportConfig) -> zmq.Socket:
+    """A socket of `sock_type` bound to `endpoint` (the server side when CURVE is on)."""
+    sock = _socket(sock_type, transport)
+    if transport.curve:
+        from sightd.curve import make_server
+
+        _closing_on_error(sock, make_server, sock, transport)
+    if endpoint.startswith("ipc://"):
+        _closing_on_error(sock, _private_ipc_folder, endpoint)
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
@@ -30,18 +37,63 @@ def bind_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
     return sock
 
 
-def connect_subscriber(
-    endpoints: Iterable[str], topics: Iterable[bytes], transport: TransportConfig
-) -> zmq.Socket:
-    """A SUB socket connected to every endpoint; ZeroMQ reconnects by itself."""
-    sock = context().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, transport.high_water_mark)
-    sock.setsockopt(zmq.MAXMSGSIZE, transport.max_message_bytes)
+def connect(sock_type: int, endpoints: Iterable[str], transport: TransportConfig) -> zmq.Socket:
+    """A socket of `sock_type` connected to every endpoint; ZeroMQ reconnects by itself."""
+    sock = _socket(sock_type, transport)
+    if transport.curve:
+        from sightd.curve import make_client
+
+        _closing_on_error(sock, make_client, sock, transport)
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-    for prefix in topics:
-        sock.setsockopt(zmq.SUBSCRIBE, prefix)
     for endpoint in endpoints:
         sock.connect(endpoint)
     return sock
+
+
+def bind_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
+    """A PUB socket; a slow reader loses messages (HWM), it never blocks the publisher."""
+    return bind(zmq.PUB, endpoint, transport)
+
+
+def connect_subscriber(
+    endpoints: Iterable[str], topics: Iterable[bytes], transport: TransportConfig
+) -> zmq.Socket:
+    sock = connect(zmq.SUB, endpoints, transport)
+    for prefix in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    return sock
+
+
+def recv_parts(sock: zmq.Socket, max_parts: int, flags: int = 0) -> list[bytes] | None:
+    """One multipart message, or None (after draining it) when it has more than max_parts."""
+    parts = [sock.recv(flags)]
+    while sock.getsockopt(zmq.RCVMORE):
+        part = sock.recv()
+        if len(parts) <= max_parts:
+            parts.append(part)
+    return None if len(parts) > max_parts else parts
+
+
+def _socket(sock_type: int, transport: TransportConfig) -> zmq.Socket:
+    sock = context().socket(sock_type)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, transport.high_water_mark)
+    sock.setsockopt(zmq.RCVHWM, transport.high_water_mark)
+    sock.setsockopt(zmq.MAXMSGSIZE, transport.max_message_bytes)
+    return sock
+
+
+def _private_ipc_folder(endpoint: str) -> None:
+    folder = Path(endpoint.removeprefix("ipc://")).parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        os.chmod(folder, 0o700)  # others must not reach the socket file
+
+
+def _closing_on_error(sock: zmq.Socket, fn, *args) -> None:
+    try:
+        fn(*args)
+    except BaseException:
+        sock.close()
+        raise
