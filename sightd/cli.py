@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("sightd.daemon.commands", "demo", "Train on digits and run the live demo."),
     "collect": ("sightd.daemon.commands", "collect", "Record training images from a camera."),
     "service": ("sightd.daemon.commands", "service", "Install sightd as a systemd service."),
-    "keys": ("sightd.daemon.commands", "keys", "Generate CURVE key pairs for encryption."),
+    "keys": ("sightd.keys", "keys", "Generate CURVE key pairs for encryption."),
 }
 
 
@@ -87,9 +87,11 @@ def check_config(config_path: str | None) -> None:
     """Validate a config file; print the effective configuration as YAML."""
     import yaml
 
-    from sightd.config import load_config
+    from sightd.config import DEFAULT_CONFIG_PATH, load_config
+    from sightd.subscribers.registry import validate_subscribers
 
     config = load_config(config_path)
+    validate_subscribers(config, source=str(config_path or DEFAULT_CONFIG_PATH))
     click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
     click.echo("# config OK", err=True)
 

@@ -5,6 +5,7 @@ Precedence: command-line flags > config file > the defaults below (the one place
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,13 @@ class CameraConfig(Section):
     jpeg_quality: int = Field(90, ge=1, le=100)
     endpoint: str | None = Field(None, description="frames endpoint; default derived below")
 
+    @field_validator("resize")
+    @classmethod
+    def _resize_is_a_size(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) != 2 or not all(0 < v <= 8192 for v in value)):
+            raise ValueError("expected [width, height] in pixels, each 1 to 8192")
+        return value
+
 
 class TransportConfig(Section):
     frames: str = Field("tcp://127.0.0.1:5550", description="camera N binds this port + 10*N")
@@ -90,6 +98,9 @@ class ModelConfig(Section):
     min_confidence: float = Field(0.5, ge=0, le=1, description="below it the label is unknown")
     max_frame_age: float = Field(1.0, gt=0, description="older frames are never classified")
     reload: bool = Field(True, description="hot-reload the model file when it changes")
+    threads: int = Field(
+        1, ge=0, le=1024, description="CPU threads for inference; 0 = one per core"
+    )  # 1: a live worker sharing cores with captures stays fast (threads stall when preempted)
 
 
 class EventsConfig(Section):
@@ -148,6 +159,26 @@ def offset_endpoint(endpoint: str, index: int, name: str) -> str:
     return f"{endpoint}.{name}"  # ipc:// and inproc:// get one path per camera
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans,
+    which would turn a subscriber's `on: thumbs_up` into `True: thumbs_up`."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """yaml.safe_load with YAML 1.2 booleans; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: plain data only
+
+
 def load_config(path: str | Path | None = None) -> SightdConfig:
     """Read `path` (or ./config.yaml if present, else built-in defaults) and validate it."""
     if path is None:
@@ -156,7 +187,7 @@ def load_config(path: str | Path | None = None) -> SightdConfig:
         path = DEFAULT_CONFIG_PATH
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = parse_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise SightdError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:

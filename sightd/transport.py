@@ -3,6 +3,7 @@ optional CURVE encryption, private folders for ipc:// endpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,11 @@ def bind_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
     return bind(zmq.PUB, endpoint, transport)
 
 
+def connect_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
+    """A PUB socket connected to a bound endpoint (transport.status_in), never blocking us."""
+    return connect(zmq.PUB, [endpoint], transport)
+
+
 def connect_subscriber(
     endpoints: Iterable[str], topics: Iterable[bytes], transport: TransportConfig
 ) -> zmq.Socket:
@@ -63,6 +69,43 @@ def connect_subscriber(
     for prefix in topics:
         sock.setsockopt(zmq.SUBSCRIBE, prefix)
     return sock
+
+
+class Reconnector:
+    """Reconnects a connecting socket to a peer that ZeroMQ has given up on.
+
+    libzmq reconnects after a network error but not after a protocol error, and a message over
+    max_message_bytes is one: without this, one oversized message would cut a subscriber off
+    that publisher for good. Call poll() every loop; it never blocks. Only connections that
+    completed their handshake are renewed, so a refused CURVE key does not retry in a loop.
+    """
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock = sock
+        events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        self.monitor = sock.get_monitor_socket(events)
+        self.established: set[bytes] = set()
+        self.resets = 0  # connections lost and renewed: oversized messages or peer restarts
+
+    def poll(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)
+            endpoint = event["endpoint"]
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.established.add(endpoint)
+            elif endpoint in self.established:
+                self.established.discard(endpoint)
+                self.resets += 1
+                with contextlib.suppress(zmq.ZMQError):
+                    self.sock.disconnect(endpoint.decode())
+                self.sock.connect(endpoint.decode())
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        self.monitor.close()
 
 
 def recv_parts(sock: zmq.Socket, max_parts: int, flags: int = 0) -> list[bytes] | None:
