@@ -1,0 +1,138 @@
+"""`sightd demo`: the whole product on a machine with no camera and no data, in two minutes.
+
+Digits data set -> a trained model (cached) -> a video of held-out digit cards -> the real
+supervisor with a print subscriber -> a score of the events against the cards shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from sightd.atomic import atomic_write_text
+from sightd.config import SightdConfig, TrainConfig
+from sightd.errors import SightdError
+
+# Training is shortened so the demo fits in about two minutes on two CPU cores; `sightd train`
+# keeps the seed's settings (64 px, 15 epochs). Digits are 8x8 originals: 32 px loses nothing.
+DEMO_EPOCHS = 3  # validation accuracy is ~0.97 after 2-3 epochs at 32 px
+DEMO_IMAGE_SIZE = 32  # a quarter of the work of 64 px per image
+DIGITS = 1797  # images in scikit-learn's digits
+STARTUP_LIMIT = 120.0  # seconds to wait for the first label before giving up
+
+
+def run_demo(workdir: Path, seconds: float, epochs: int, retrain: bool) -> None:
+    from sightd.daemon.demo_score import Collector, score
+    from sightd.daemon.demo_video import FRAMES_PER_CARD, held_out_cards, write_demo_video
+    from sightd.daemon.supervisor import Supervisor, serve
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    data_dir = prepare_digits(workdir / "digits")
+    run_dir = prepare_model(workdir / "runs", data_dir, epochs, retrain)
+    say(f"writing a {seconds:g} s demo video of held-out digit cards (noise, movement)")
+    video = workdir / "demo.avi"
+    order = write_demo_video(video, held_out_cards(run_dir, data_dir), seconds)
+    say(f"cards in order: {' '.join(order)} (then again from the start)")
+
+    config = demo_config(video, run_dir / "model.safetensors")
+    config_file = workdir / "demo.yaml"
+    atomic_write_text(config_file, yaml.safe_dump(config.model_dump(), sort_keys=False))
+    say(f"its config: {config_file} (try `sightd status -c {config_file}` in another terminal)")
+    supervisor, done = Supervisor(config), threading.Event()
+    collector = Collector(config, seconds, done, give_up_after=STARTUP_LIMIT)
+    collector.on_first_label = lambda: _announce(supervisor, began)
+    collector.start()
+    say(f"starting the pipeline (`sightd run` machinery) for {seconds:g} s of live labels")
+    serve(supervisor, done)
+    collector.join(2.0)
+    result = score(collector.heard, order, FRAMES_PER_CARD)
+    say(f"done in {time.monotonic() - began:.0f} s; model and data in {workdir}")
+    click.echo(result.summary())
+    if not collector.heard.labels:
+        raise SightdError("the demo pipeline produced no labels; see the log above")
+
+
+def prepare_digits(data_dir: Path) -> Path:
+    from sightd.trainer.digits import write_digits_dataset
+
+    if sum(1 for _ in data_dir.glob("*/*.png")) == DIGITS:  # an interrupted write is redone
+        say(f"reusing the digits data set in {data_dir}")
+        return data_dir
+    say(f"writing the digits data set ({DIGITS} images, 10 classes) to {data_dir}")
+    return write_digits_dataset(data_dir)
+
+
+def prepare_model(runs_dir: Path, data_dir: Path, epochs: int, retrain: bool) -> Path:
+    """The cached demo run when it was trained the same way and still loads, else a new one."""
+    from sightd.trainer.train import run_training
+
+    run_dir = runs_dir / "demo"
+    if not retrain and _cached(run_dir, epochs):
+        say(f"reusing the trained model in {run_dir} (--retrain to train again)")
+        return run_dir
+    say(
+        f"training the seed ResNet on digits: {epochs} epochs at {DEMO_IMAGE_SIZE} px "
+        "(shortened for the demo; `sightd train` defaults to 15 epochs at 64 px)"
+    )
+    cfg = TrainConfig(
+        data_dir=str(data_dir), out_dir=str(runs_dir), epochs=epochs, image_size=DEMO_IMAGE_SIZE
+    )
+    return run_training(cfg, data_dir, run_dir)
+
+
+def _cached(run_dir: Path, epochs: int) -> bool:
+    from sightd.checkpoint import load_checkpoint
+
+    try:
+        trained = json.loads((run_dir / "metrics.json").read_text())["config"]
+        load_checkpoint(run_dir / "model.safetensors")
+    except (OSError, ValueError, KeyError, SightdError):
+        return False
+    same = trained.get("epochs") == epochs and trained.get("image_size") == DEMO_IMAGE_SIZE
+    return same and (run_dir / "split.json").is_file()
+
+
+def demo_config(video: Path, model: Path) -> SightdConfig:
+    """One camera on the video, the worker, a print subscriber; free ports on 127.0.0.1."""
+    from sightd.daemon.demo_video import FPS
+
+    names = ("frames", "labels", "status", "status_in")
+    return SightdConfig.model_validate(
+        {
+            "cameras": [{"name": "cam0", "source": str(video), "fps": float(FPS)}],
+            "transport": {name: free_endpoint() for name in names},
+            "model": {"path": str(model), "reload": False},
+            "subscribers": [{"type": "print", "topics": ["label", "event"]}],
+            "log_level": "warning",  # the print subscriber's lines are the show
+        }
+    )
+
+
+def default_workdir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "sightd" / "demo"
+
+
+def free_endpoint() -> str:
+    """A port nothing listens on now, so the demo never collides with a running sightd."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _announce(supervisor, began: float) -> None:
+    children = ", ".join(f"{c.spec.name} (pid {c.pid})" for c in supervisor.children)
+    say(f"pipeline up after {time.monotonic() - began:.0f} s: {children}")
+    say("labels print as `time camera label confidence`; events add `(was previous)`")
+
+
+def say(message: str) -> None:
+    click.echo(f"[demo] {message}")

@@ -1,0 +1,62 @@
+"""`sightd status`: listen to every status topic for a moment and summarise what was heard.
+
+Captures publish status on their frames socket, the worker on the labels socket, everything
+else (subscribers, the supervisor) through the status forwarder; so we listen to all three.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sightd.client import subscribe
+from sightd.config import SightdConfig
+
+
+def read_status(config: SightdConfig, seconds: float) -> dict[str, dict]:
+    """The latest status body of each component heard within about `seconds`."""
+    latest: dict[str, dict] = {}
+    deadline = time.monotonic() + seconds
+    for message in subscribe("status", config=config, timeout=seconds):
+        latest[message["topic"].partition(".")[2]] = message
+        if time.monotonic() >= deadline:
+            break
+    return latest
+
+
+def format_status(latest: dict[str, dict]) -> list[str]:
+    """A table with one row per component (children the supervisor reports included), labels."""
+    rows = {name: dict(body) for name, body in latest.items() if name != "supervisor"}
+    supervisor = latest.get("supervisor", {})
+    for name, child in supervisor.get("children", {}).items():
+        row = rows.setdefault(name, {})
+        row["restarts"] = child.get("restarts", 0)
+        if child.get("state") != "running":  # given up or waiting to restart: it cannot say so
+            row.update(state=child.get("state"), last_failure=child.get("last_failure"))
+    header = f"{'component':<24} {'state':<10} {'fps':>6} {'dropped':>8} {'latency':>9}  notes"
+    lines = [header] + [_row(name, rows[name]) for name in sorted(rows)]
+    if supervisor:
+        given_up = ", ".join(supervisor.get("given_up", [])) or "none"
+        lines.append(f"supervisor: {supervisor.get('state')}, given up on: {given_up}")
+    labels = {cam: lab for body in latest.values() for cam, lab in body.get("labels", {}).items()}
+    for camera, label in sorted(labels.items()):
+        lines.append(f"label {camera}: {label}")
+    return lines
+
+
+def _row(name: str, body: dict) -> str:
+    notes = []
+    if body.get("restarts"):
+        notes.append(f"restarts {body['restarts']}")
+    if body.get("last_failure"):
+        notes.append(f"last failure: {body['last_failure']}")
+    figures = (
+        f"{_num(body.get('fps'), '{:.1f}'):>6} {_num(body.get('dropped'), '{:.0f}'):>8} "
+        f"{_num(body.get('latency_ms'), '{:.0f} ms'):>9}"
+    )
+    return f"{name:<24} {str(body.get('state', '?')):<10} {figures}  {'; '.join(notes)}".rstrip()
+
+
+def _num(value, pattern: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return pattern.format(value)

@@ -1,0 +1,289 @@
+"""The supervisor of `sightd run`: starts every part in its own process and keeps it running.
+
+A child that exits or crashes is restarted after a backoff; one that fails more than
+daemon.max_restarts times in daemon.restart_window seconds is given up on (the rest keeps
+running); one whose heartbeat goes stale (a read stuck in a driver, a hung worker) is killed and
+restarted. What it sees goes to the log and, as status.supervisor, to the status topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import zmq
+
+from sightd.config import SightdConfig
+from sightd.daemon.child import SPAWN, ChildSpec, StopFlag, child_main
+from sightd.daemon.forwarder import StatusForwarder
+from sightd.daemon.notify import Watchdog, notify
+from sightd.process import configure_logging, set_process_title
+from sightd.protocol import ProtocolError, unpack_message
+from sightd.subscribers.registry import subscriber_name
+from sightd.transport import connect_subscriber
+
+log = logging.getLogger("sightd.daemon")
+
+STARTUP_GRACE = 30.0  # seconds before a child's first beat: torch import, model load, CUDA
+FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # restart delays double from the first to the last
+GROUPS = ("captures", "worker", "subscribers")  # start order; stop runs it in reverse
+
+
+def pipeline_specs(config: SightdConfig) -> list[ChildSpec]:
+    """One capture per camera, one inference worker, one process per subscriber."""
+    capture, infer = (
+        "sightd.publishers.capture:run_capture",
+        "sightd.publishers.inference:run_inference",
+    )
+    specs = [ChildSpec(f"capture:{c.name}", capture, (c.name,), "captures") for c in config.cameras]
+    specs.append(ChildSpec("infer", infer, (), "worker"))
+    for index in range(len(config.subscribers)):
+        name = subscriber_name(config, index)  # subscriber:<type>, .<index> when repeated
+        target = "sightd.subscribers.host:run_subscriber"
+        specs.append(ChildSpec(name, target, (index,), "subscribers"))
+    return specs
+
+
+@dataclass
+class Child:
+    """One supervised process and its history; `process` is replaced on every restart."""
+
+    spec: ChildSpec
+    stop: StopFlag  # shared with every incarnation
+    heartbeat: object  # a shared double: time.monotonic() of the last beat, 0 before the first
+    process: mp.process.BaseProcess | None = None
+    state: str = "new"  # running, backoff, given-up, stopped
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+    failures: deque = field(default_factory=deque)  # monotonic times within restart_window
+    last_failure: str = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def summary(self) -> dict:
+        return {
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_failure": self.last_failure,
+        }
+
+
+class Supervisor:
+    def __init__(self, config: SightdConfig, specs: list[ChildSpec] | None = None):
+        self.config = config
+        self.daemon = config.daemon
+        specs = pipeline_specs(config) if specs is None else specs
+        for spec in specs:
+            if spec.group not in GROUPS:
+                raise ValueError(f"{spec.name}: group must be one of {GROUPS}")
+        self.children = [Child(s, StopFlag(), SPAWN.RawValue("d", 0.0)) for s in specs]
+        self.forwarder = StatusForwarder(config.transport)
+        self.watchdog = Watchdog()
+        self.ready = False
+        self._labels: zmq.Socket | None = None
+        self._next_status = 0.0
+
+    # ---- the checklist ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("starting sightd (pid %d)", os.getpid())
+        self.start_status_forwarder()
+        self.start_children("captures")
+        self.start_children("worker")
+        self.start_children("subscribers")
+        self.start_label_watch()
+
+    def stop(self) -> None:
+        notify("STOPPING=1")
+        self.publish_status("offline")
+        self.stop_label_watch()
+        self.stop_children("subscribers")
+        self.stop_children("worker")
+        self.stop_children("captures")
+        self.stop_status_forwarder()
+        log.info("sightd stopped")
+
+    def run(self, stop_requested: threading.Event) -> None:
+        """start(), watch until `stop_requested` is set, then stop(), whatever happened."""
+        try:
+            self.start()
+            while not stop_requested.is_set():
+                self.watch(timeout=0.2)
+        finally:
+            self.stop()
+
+    # ---- start and stop steps --------------------------------------------------------------
+
+    def start_status_forwarder(self) -> None:
+        t = self.config.transport
+        log.info("status forwarder: %s -> %s", t.status_in, t.status)
+        self.forwarder.start()
+
+    def start_children(self, group: str) -> None:
+        for child in self._group(group):
+            self._launch(child)
+
+    def start_label_watch(self) -> None:
+        """Labels prove the whole pipeline works: they drive READY=1 and systemd's watchdog."""
+        transport = self.config.transport
+        topics = [b"label.", b"status.infer"]
+        self._labels = connect_subscriber([transport.labels], topics, transport)
+
+    def stop_label_watch(self) -> None:
+        if self._labels is not None:
+            self._labels.close()
+            self._labels = None
+
+    def stop_children(self, group: str) -> None:
+        """Ask the group to stop, wait a share of daemon.stop_timeout, then SIGKILL the rest."""
+        children = self._group(group)
+        if not children:
+            return
+        log.info("stopping %s: %s", group, ", ".join(c.spec.name for c in children))
+        for child in children:
+            child.stop.set()
+        deadline = time.monotonic() + self.daemon.stop_timeout / (len(GROUPS) + 1)
+        for child in children:
+            if child.process is not None and child.state == "running":
+                child.process.join(max(0.0, deadline - time.monotonic()))
+                if child.process.is_alive():
+                    log.warning("%s did not stop in time; killing it", child.spec.name)
+                    child.process.kill()
+                    child.process.join(1.0)
+            child.state = "stopped"
+
+    def stop_status_forwarder(self) -> None:
+        log.info("stopping status forwarder")
+        self.forwarder.stop()
+
+    # ---- watching --------------------------------------------------------------------------
+
+    def watch(self, timeout: float) -> None:
+        """One round: read labels for up to `timeout`, then check every child once."""
+        self._read_labels(timeout)
+        now = time.monotonic()
+        for child in self.children:
+            self._check(child, now)
+        self.watchdog.tick()
+        if now >= self._next_status:
+            self.publish_status("online")
+
+    def _check(self, child: Child, now: float) -> None:
+        if child.state == "backoff" and now >= child.restart_at:
+            self._launch(child)
+        elif child.state != "running":
+            return
+        elif not child.process.is_alive():
+            self._failed(child, f"exited with code {child.process.exitcode}")
+        elif self._silent_for(child, now) > self._allowed_silence(child):
+            log.warning(
+                "%s (pid %d): no heartbeat for %.1f s; killing it",
+                child.spec.name,
+                child.pid,
+                self._silent_for(child, now),
+            )
+            child.process.kill()
+            child.process.join(2.0)
+            self._failed(child, "heartbeat stopped")
+
+    def _silent_for(self, child: Child, now: float) -> float:
+        return now - (child.heartbeat.value or child.started_at)
+
+    def _allowed_silence(self, child: Child) -> float:
+        # Until its first beat a child is starting up (torch, the model, CUDA): a longer grace.
+        if child.heartbeat.value == 0.0:
+            return max(self.daemon.heartbeat_timeout, STARTUP_GRACE)
+        return self.daemon.heartbeat_timeout
+
+    def _failed(self, child: Child, reason: str) -> None:
+        now = time.monotonic()
+        child.last_failure = reason
+        child.failures.append(now)
+        while child.failures and child.failures[0] < now - self.daemon.restart_window:
+            child.failures.popleft()
+        if child.process is not None and not child.process.is_alive():
+            child.process.close()  # a process stuck in the kernel even after SIGKILL stays open
+        child.process = None
+        recent = len(child.failures)
+        window = f"{recent} failures in {self.daemon.restart_window:g} s"
+        if recent > self.daemon.max_restarts:
+            child.state = "given-up"
+            log.error("%s %s; giving up on it (%s)", child.spec.name, reason, window)
+            self.publish_status("online")
+            return
+        delay = min(FIRST_BACKOFF * 2 ** (recent - 1), MAX_BACKOFF)
+        child.state, child.restart_at = "backoff", now + delay
+        log.warning("%s %s; restarting in %.1f s (%s)", child.spec.name, reason, delay, window)
+
+    def _launch(self, child: Child) -> None:
+        if child.state in ("running", "given-up", "stopped"):
+            return
+        if child.state == "backoff":
+            child.restarts += 1
+        child.heartbeat.value = 0.0
+        child.process = SPAWN.Process(
+            target=child_main,
+            args=(child.spec, self.config.model_dump(), child.stop, child.heartbeat, os.getpid()),
+            name=f"sightd.{child.spec.name}",
+        )
+        child.process.start()
+        child.state, child.started_at = "running", time.monotonic()
+        log.info("started %s (pid %d)", child.spec.name, child.pid)
+
+    def _read_labels(self, timeout: float) -> None:
+        if self._labels is None or not self._labels.poll(timeout * 1000):
+            if self._labels is None:
+                time.sleep(timeout)
+            return
+        while True:
+            try:
+                kind, _, body = unpack_message(self._labels.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            except ProtocolError:
+                continue
+            if kind == "label":
+                self.watchdog.saw_label()
+            if not self.ready and (kind == "label" or body.get("state") == "online"):
+                self.ready = True
+                log.info("pipeline ready: model loaded, sockets bound")
+                notify("READY=1")
+
+    # ---- status ----------------------------------------------------------------------------
+
+    def publish_status(self, state: str) -> None:
+        given_up = [c.spec.name for c in self.children if c.state == "given-up"]
+        self.forwarder.publish(
+            state,
+            children={c.spec.name: c.summary() for c in self.children},
+            given_up=given_up,
+        )
+        self._next_status = time.monotonic() + self.config.transport.status_interval
+
+    def _group(self, group: str) -> list[Child]:
+        return [c for c in self.children if c.spec.group == group]
+
+
+def serve(supervisor: Supervisor, stop_requested: threading.Event | None = None) -> None:
+    """Run in the foreground until SIGTERM, Ctrl-C or `stop_requested`; then stop everything."""
+    set_process_title("sightd.supervisor")
+    configure_logging(supervisor.config.log_level)
+    stop_requested = stop_requested or threading.Event()
+
+    def request_stop(signum, _frame):
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    supervisor.run(stop_requested)

@@ -1,0 +1,183 @@
+"""Running under systemd: sd_notify over a real socket, the hardened unit, and `sightd status`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sightd.cli import main
+from sightd.daemon.notify import Watchdog, notify
+from sightd.daemon.service import DOCS_VALUES, render_unit
+from sightd.daemon.status import format_status
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(2)
+    yield sock, {"NOTIFY_SOCKET": str(tmp_path / "notify")}
+    sock.close()
+
+
+def test_notify_sends_one_datagram_to_the_notify_socket(notify_socket):
+    sock, env = notify_socket
+    assert notify("READY=1", env)
+    assert sock.recv(100) == b"READY=1"
+
+
+def test_notify_reaches_an_abstract_socket():
+    name = f"sightd-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(2)
+        assert notify("STOPPING=1", {"NOTIFY_SOCKET": "@" + name})
+        assert sock.recv(100) == b"STOPPING=1"
+
+
+def test_notify_outside_systemd_does_nothing_and_never_blocks(notify_socket):
+    assert notify("READY=1", {}) is False
+    # a reader that stopped reading: the queue fills, the sender still returns at once
+    _, env = notify_socket
+    began = time.monotonic()
+    results = [notify("WATCHDOG=1", env) for _ in range(50)]
+    assert time.monotonic() - began < 2
+    assert results[0] and not all(results)
+
+
+def test_watchdog_pings_only_while_labels_flow(notify_socket):
+    sock, env = notify_socket
+    watchdog = Watchdog({**env, "WATCHDOG_USEC": "200000"})  # ping every 0.1 s at most
+    watchdog.tick()  # no label yet: nothing
+    watchdog.saw_label()
+    watchdog.tick()
+    assert sock.recv(100) == b"WATCHDOG=1"
+    watchdog.saw_label()
+    watchdog.tick()  # too soon after the last ping
+    time.sleep(0.15)
+    watchdog.tick()
+    assert sock.recv(100) == b"WATCHDOG=1"
+    time.sleep(0.15)
+    watchdog.tick()  # no label since: no ping
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(100)
+
+
+def test_service_install_writes_a_hardened_unit_and_only_prints_systemctl(tmp_path, monkeypatch):
+    # given a user config dir and a `systemctl` on PATH that records any call
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\ntouch {tmp_path}/systemctl-called\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  path: models/model.safetensors\n")
+
+    # when the user installs the service
+    result = CliRunner().invoke(main, ["service", "install", "--user", "-c", str(config)])
+
+    # then the unit is in systemd's user folder, with this interpreter and config
+    assert result.exit_code == 0, result.output
+    unit = (tmp_path / "xdg" / "systemd" / "user" / "sightd.service").read_text()
+    assert f"ExecStart={sys.executable} -m sightd run -c {config}" in unit
+    for line in ("Type=notify", "WatchdogSec=30", "NoNewPrivileges=yes", "ProtectSystem=strict"):
+        assert line in unit.splitlines()
+    assert "RuntimeDirectory=sightd" in unit
+    assert f"ReadOnlyPaths=-{tmp_path / 'models'}" in unit
+    assert "User=" not in unit and "WantedBy=default.target" in unit
+    # and the systemctl steps are printed, not run
+    assert "systemctl --user daemon-reload" in result.output
+    assert "systemctl --user enable --now sightd" in result.output
+    assert not (tmp_path / "systemctl-called").exists()
+
+
+def test_service_install_into_an_impossible_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    inside_a_file = tmp_path / "file" / "units"
+    result = CliRunner().invoke(main, ["service", "install", "--unit-dir", str(inside_a_file)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot write {inside_a_file}/sightd.service: Not a directory\n"
+
+
+def test_the_unit_in_docs_is_the_template_rendered():
+    assert (REPO / "docs" / "sightd.service").read_text() == render_unit(**DOCS_VALUES)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_accepts_every_line_of_the_unit(tmp_path):
+    unit = tmp_path / "sightd.service"
+    unit.write_text(render_unit(f"{sys.executable} -m sightd run", str(tmp_path), str(tmp_path)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    problems = [line for line in result.stderr.splitlines() if str(unit) in line]
+    assert problems == []
+
+
+def test_status_table_shows_figures_labels_and_a_given_up_child():
+    heard = {
+        "capture:cam0": {"component": "capture:cam0", "state": "online", "fps": 10.0},
+        "infer": {
+            "state": "online",
+            "fps": 9.8,
+            "dropped": 3,
+            "latency_ms": 12.4,
+            "labels": {"cam0": "thumbs_up"},
+        },
+        "supervisor": {
+            "state": "online",
+            "given_up": ["subscriber:mqtt"],
+            "children": {
+                "capture:cam0": {"state": "running", "restarts": 1, "last_failure": ""},
+                "infer": {"state": "running", "restarts": 0},
+                "subscriber:mqtt": {
+                    "state": "given-up",
+                    "restarts": 5,
+                    "last_failure": "exited with code 1",
+                },
+            },
+        },
+    }
+    lines = format_status(heard)
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["infer"][:6] == ["infer", "online", "9.8", "3", "12", "ms"]
+    assert rows["capture:cam0"][:3] == ["capture:cam0", "online", "10.0"]
+    assert "restarts 1" in " ".join(rows["capture:cam0"])
+    assert rows["subscriber:mqtt"][1] == "given-up"
+    assert "last failure: exited with code 1" in " ".join(rows["subscriber:mqtt"])
+    assert "supervisor: online, given up on: subscriber:mqtt" in lines
+    assert "label cam0: thumbs_up" in lines
+
+
+def test_status_with_nothing_running_says_so_in_one_line(config_file):
+    result = CliRunner().invoke(main, ["status", "-c", str(config_file()), "--seconds", "0.5"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: no status heard in 0.5 s")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_run_without_a_model_says_how_to_get_one(config_file, tmp_path):
+    config = config_file(model={"path": str(tmp_path / "missing.safetensors")})
+    result = CliRunner().invoke(main, ["run", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "does not exist; train one with `sightd train`" in result.output
+
+
+def test_run_stops_at_an_unknown_subscriber_type_before_starting_anything(config_file):
+    config = config_file(subscribers=[{"type": "carrier-pigeon"}])
+    result = CliRunner().invoke(main, ["run", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "subscribers[0].type: unknown subscriber type 'carrier-pigeon'" in result.output
