@@ -37,7 +37,9 @@ class TrainConfig(Section):
         [0.7, 0.15, 0.15], min_length=3, max_length=3, description="train/validation/test"
     )
     arch: str = Field("seed", description="seed, resnet18, resnet34 or resnet50")
-    augment: bool = Field(True, description="random flips, crops and colour jitter in training")
+    augment: bool = Field(
+        False, description="random shifts, zooms, rotations and colour jitter; never flips"
+    )
     seed: int = Field(0, ge=0, description="seeds the split, the weights and augmentation")
     device: Device = "auto"
 

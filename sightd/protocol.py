@@ -8,6 +8,7 @@ Everything else calls these pure functions; unpacking validates and raises Proto
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -127,12 +128,42 @@ def decode_image(header: dict[str, Any], payload: bytes) -> np.ndarray:
     shape = (header["height"], header["width"], 3)
     if header["encoding"] == "bgr24":
         return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+    # Checked before decoding: imdecode allocates what the file claims (a 700-byte JPEG saying
+    # 30000x30000 took 5 GB and 9 s) and would decode PNG, TIFF, ... as readily as JPEG.
+    declared = jpeg_size(payload)
+    if declared is None:
+        raise ProtocolError("JPEG payload does not decode (no JPEG frame header)")
+    if declared != (header["width"], header["height"]):
+        raise ProtocolError(f"JPEG size {declared[0]}x{declared[1]} does not match the header")
     image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ProtocolError("JPEG payload does not decode")
     if image.shape != shape:
         raise ProtocolError("decoded size does not match the header")
     return image
+
+
+_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame, any coding
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, read without decoding; None if there is
+    no JPEG frame header before the image data."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _SOF_MARKERS:  # length, precision, height, width
+            height, width = struct.unpack_from(">HH", data, i + 5)
+            return width, height
+        elif marker == 0xDA or marker < 0xC0:  # image data before any frame header, or junk
+            return None
+        else:
+            i += 2 + struct.unpack_from(">H", data, i + 2)[0]
+    return None
 
 
 # ---- labels, events, status -------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The Python client: `for msg in subscribe("label"): ...` yields the bus's messages as dicts.
+
+Each dict is the message body (docs/protocol.md) plus "kind" and "topic"; a frame's dict is its
+header plus "payload" (decode it with sightd.protocol.decode_image(msg, msg["payload"])).
+ZeroMQ reconnects by itself, so a subscriber may start before or outlive the pipeline.
+Malformed messages are skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from sightd.config import SightdConfig, load_config
+from sightd.errors import SightdError
+from sightd.protocol import KINDS, ProtocolError, topic, unpack_frame, unpack_message
+from sightd.transport import Reconnector, connect_subscriber, recv_parts
+
+POLL_MS = 500  # longest blocking wait, so Ctrl-C and the timeout are honoured promptly
+
+
+def subscribe(
+    kind: str,
+    camera: str | None = None,
+    endpoint: str | Sequence[str] | None = None,
+    config: SightdConfig | str | Path | None = None,
+    timeout: float | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Messages of `kind` (label, event, status, frame), of one camera or all.
+
+    endpoint: connect there instead of the config's endpoints for `kind`.
+    config: a SightdConfig or a config file (default ./config.yaml, else built-in defaults).
+    timeout: stop after this many seconds without a message (None: wait forever).
+    For status, `camera` selects that camera's capture status.
+    """
+    if kind not in KINDS:
+        raise SightdError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if not isinstance(config, SightdConfig):
+        config = load_config(config)
+    wanted = camera if kind != "status" or camera is None else f"capture:{camera}"
+    endpoints = _endpoints(kind, camera, endpoint, config)
+    prefix = topic(kind, wanted) if wanted else f"{kind}.".encode()
+    sock = connect_subscriber(endpoints, [prefix], config.transport)
+    reconnector = Reconnector(sock)  # ZeroMQ alone gives up after an oversized message
+    try:
+        yield from _receive(reconnector, kind, wanted, timeout)
+    finally:
+        reconnector.close()
+        sock.close()
+
+
+def _endpoints(kind, camera, endpoint, config: SightdConfig) -> list[str]:
+    if endpoint:
+        return [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    transport = config.transport
+    if kind == "frame":
+        return [config.camera_endpoint(camera)] if camera else config.frame_endpoints()
+    if kind == "status":
+        return [*config.frame_endpoints(), transport.labels, transport.status]
+    return [transport.labels]
+
+
+def _receive(reconnector: Reconnector, kind: str, wanted: str | None, timeout: float | None):
+    sock = reconnector.sock
+    quiet_since = time.monotonic()
+    while True:
+        reconnector.poll()
+        wait = POLL_MS
+        if timeout is not None:
+            left = timeout - (time.monotonic() - quiet_since)
+            if left <= 0:
+                return
+            wait = min(wait, left * 1000)
+        if not sock.poll(wait):
+            continue
+        message = parse(recv_parts(sock, 3, zmq.NOBLOCK))
+        # The prefix "label.cam1" also matches "label.cam10": compare the whole name.
+        if message and message["kind"] == kind and (not wanted or message["name"] == wanted):
+            quiet_since = time.monotonic()
+            del message["name"]
+            yield message
+
+
+def parse(parts: list[bytes] | None) -> dict[str, Any] | None:
+    """One multipart message as a dict with kind, topic and name; None when malformed."""
+    try:
+        if parts is None:
+            return None
+        if len(parts) == 3:
+            header, payload = unpack_frame(parts)
+            kind, name = "frame", header["camera"]
+            body = {**header, "payload": payload}
+        else:
+            kind, name, body = unpack_message(parts)
+    except ProtocolError:
+        return None
+    return {**body, "kind": kind, "topic": f"{kind}.{name}", "name": name}

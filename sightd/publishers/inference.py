@@ -1,0 +1,199 @@
+"""The inference worker: newest frame of every camera -> one batch -> labels, events, status.
+
+Each cycle drains the frame socket (intake.py), drops frames older than model.max_frame_age,
+classifies the rest in one forward pass, and publishes a label per frame and an event when a
+camera's stable label changes (events.py). The model file is hot-reloaded (model_watcher.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import torch
+import zmq
+
+from sightd.classifier import Classifier
+from sightd.config import SightdConfig
+from sightd.process import RateMeter, Runtime
+from sightd.protocol import decode_image, event_body, label_body, pack_message, status_body
+from sightd.publishers.events import Debouncer, decide_label
+from sightd.publishers.intake import FrameIntake
+from sightd.publishers.model_watcher import ModelWatcher, file_signature, load_tested
+from sightd.transport import bind_publisher, connect_subscriber
+
+log = logging.getLogger("sightd.infer")
+
+WAIT_STEP = 0.5  # longest wait for frames: stop and the heartbeat stay prompt
+
+
+def run_inference(config: SightdConfig, runtime: Runtime) -> None:
+    """Classify every camera's frames until runtime.stop is set."""
+    worker = Worker(config, runtime)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+def limit_threads(threads: int) -> None:
+    """Few CPU threads: a parallel op waits for its slowest thread, and on cores shared with
+    captures one of them is often preempted (seen: 400 ms forward passes instead of 5 ms)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+
+
+@dataclass
+class CycleFigures:
+    """Figures of one status interval (latency, frame age); totals live in the counters."""
+
+    classified: int = 0
+    latency_sum: float = 0.0
+    max_age: float = 0.0
+
+
+class Worker:
+    def __init__(self, config: SightdConfig, runtime: Runtime):
+        self.config, self.runtime = config, runtime
+        transport, model = config.transport, config.model
+        self.pub = bind_publisher(transport.labels, transport)
+        self.state = "starting"
+        self.classifier: Classifier | None = None
+        self._send_status()
+        limit_threads(model.threads)
+        signature = file_signature(model.path)
+        try:
+            self.classifier = load_tested(model.path, model.device)  # a bad file is fatal here
+        except BaseException:
+            self.pub.close()
+            raise
+        self.watcher = ModelWatcher(model.path, model.device, signature) if model.reload else None
+        cameras = {c.name for c in config.cameras}
+        sub = connect_subscriber(config.frame_endpoints(), [b"frame."], transport)
+        self.intake = FrameIntake(sub, cameras)
+        self.debouncers = {name: Debouncer(config.events.stable_frames) for name in cameras}
+        self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
+        self.cycle, self.rate = CycleFigures(), RateMeter()
+        self.next_status_at = time.monotonic()
+        self.state = "online"
+        log.info("worker online: model %s on %s", self.classifier.name, self.classifier.device)
+
+    def run(self) -> None:
+        while not self.runtime.stop.is_set():
+            self.runtime.beat()
+            wait = min(WAIT_STEP, max(0.0, self.next_status_at - time.monotonic()))
+            frames = self.intake.collect(wait)
+            if frames:
+                self._classify(frames)
+            self._swap_model_if_ready()
+            if time.monotonic() >= self.next_status_at:
+                self._send_status()
+                self.next_status_at = time.monotonic() + self.config.transport.status_interval
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        self.intake.close()
+        self.state = "offline"
+        self._send_status()
+        self.pub.close()
+
+    def _classify(self, frames: dict[str, tuple[dict[str, Any], bytes]]) -> None:
+        # The age is checked before decoding and again after the forward pass: a stale frame
+        # costs no decoding, and no label describes a frame older than max_frame_age.
+        batch = []  # (header, image) of every camera whose newest frame is fit to classify
+        for header, payload in frames.values():
+            image = self._decode(header, payload) if self._fresh(header) else None
+            if image is not None:
+                batch.append((header, image))
+        if not batch:
+            return
+        try:
+            predictions = self.classifier.predict([image for _, image in batch])
+        except Exception:  # e.g. out of device memory: skip this batch, keep serving
+            log.exception("classification failed; %d frame(s) skipped", len(batch))
+            self.classify_errors += 1
+            return
+        for (header, _), prediction in zip(batch, predictions, strict=True):
+            if self._fresh(header):
+                self._publish(header, prediction.label, prediction.confidence, prediction.scores)
+
+    def _decode(self, header: dict[str, Any], payload: bytes):
+        try:
+            return decode_image(header, payload)
+        except Exception as exc:  # ProtocolError, or whatever else a hostile payload finds
+            self.decode_errors += 1
+            self.intake.counts.last_malformed = str(exc)[:200]
+            return None
+
+    def _fresh(self, header: dict[str, Any]) -> bool:
+        """Taken within max_frame_age of now (a frame from the future is not trusted either)."""
+        fresh = abs(time.time() - header["captured_at"]) <= self.config.model.max_frame_age
+        self.stale += not fresh
+        return fresh
+
+    def _publish(self, header: dict, label: str, confidence: float, scores: dict) -> None:
+        camera, seq = header["camera"], header["seq"]
+        label = decide_label(label, confidence, self.config.model.min_confidence)
+        info = {"name": self.classifier.info.arch, "hash": self.classifier.checkpoint.digest}
+        body = label_body(camera, seq, header["captured_at"], label, confidence, scores, info)
+        self._send(pack_message("label", camera, body))
+        self.frames_out += 1
+        self.rate.add()
+        age = body["inferred_at"] - header["captured_at"]
+        self.cycle.classified += 1
+        self.cycle.latency_sum += age
+        self.cycle.max_age = max(self.cycle.max_age, age)
+        change = self.debouncers[camera].update(label)
+        if change is not None:
+            previous, new = change
+            log.info("%s: %s -> %s", camera, previous, new)
+            self._send(
+                pack_message("event", camera, event_body(camera, new, previous, confidence, seq))
+            )
+
+    def _swap_model_if_ready(self) -> None:
+        new = self.watcher.take() if self.watcher is not None else None
+        if new is not None:
+            log.info("model swapped: %s -> %s", self.classifier.name, new.name)
+            self.classifier = new
+
+    def _send(self, parts: list[bytes]) -> None:
+        try:
+            self.pub.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # PUB drops for slow readers; this is a closed socket
+            log.debug("send failed: %s", exc)
+
+    def _send_status(self) -> None:
+        self._send(
+            pack_message("status", "infer", status_body("infer", self.state, **self._figures()))
+        )
+
+    def _figures(self) -> dict[str, Any]:
+        if self.classifier is None:
+            return {}
+        counts, cycle, watcher = self.intake.counts, self.cycle, self.watcher
+        self.cycle = CycleFigures()
+        return {
+            "model": self.classifier.name,
+            "frames_in": counts.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": counts.dropped,
+            "stale": self.stale,
+            "malformed": counts.malformed,
+            "decode_errors": self.decode_errors,
+            "classify_errors": self.classify_errors,
+            "last_error": counts.last_malformed,
+            "fps": round(self.rate.rate(), 2),
+            "latency_ms": round(1000 * cycle.latency_sum / max(cycle.classified, 1), 2),
+            "max_age_ms": round(1000 * cycle.max_age, 2),
+            "resets": self.intake.reconnector.resets,
+            "reloads": watcher.reloads if watcher else 0,
+            "model_errors": watcher.errors if watcher else 0,
+            "model_error": watcher.last_error if watcher else None,
+            "labels": {cam: d.stable for cam, d in self.debouncers.items()},
+        }

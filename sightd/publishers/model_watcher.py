@@ -1,0 +1,98 @@
+"""Hot reload: watch the model file, load and test a changed one off the hot path, hand it over.
+
+A new file is only taken once it has stopped changing for one poll (a copy in progress is not
+loaded half-way) and has passed a test forward pass; a bad file is reported and the old model
+keeps serving. Rewriting the file (a new mtime, size or inode) triggers a new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from sightd.classifier import Classifier
+from sightd.errors import SightdError
+
+log = logging.getLogger("sightd.infer")
+
+POLL_SECONDS = 1.0  # how often the file is looked at; a stat costs microseconds
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(mtime_ns, size, inode): changes on any rewrite, including an atomic rename."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def smoke_test(classifier: Classifier) -> None:
+    """One forward pass on a blank frame: the model runs and gives finite probabilities."""
+    size = classifier.info.image_size
+    probabilities = classifier.probabilities([np.zeros((size, size, 3), np.uint8)])
+    if probabilities.shape != (1, len(classifier.info.classes)):
+        raise SightdError(f"test pass gave shape {probabilities.shape}")
+    if not np.isfinite(probabilities).all():
+        raise SightdError("test pass gave non-finite probabilities (NaN or inf weights?)")
+
+
+def load_tested(path: Path, device: str) -> Classifier:
+    classifier = Classifier.load(path, device)
+    smoke_test(classifier)
+    return classifier
+
+
+class ModelWatcher:
+    """Polls `path` in a thread; `take()` returns a new tested Classifier once, else None."""
+
+    def __init__(self, path: str | Path, device: str, signature: tuple | None):
+        self.path, self.device = Path(path), device
+        self.signature = signature  # of the file the serving model came from
+        self.reloads = self.errors = 0
+        self.last_error: str | None = None
+        self._ready: Classifier | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="model watcher", daemon=True)
+        self._thread.start()
+
+    def take(self) -> Classifier | None:
+        with self._lock:
+            ready, self._ready = self._ready, None
+        return ready
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _watch(self) -> None:
+        pending = None  # a changed signature seen once: load it if the next poll agrees
+        while not self._stop.wait(POLL_SECONDS):
+            signature = file_signature(self.path)
+            if signature is None or signature == self.signature:
+                pending = None
+            elif signature != pending:
+                pending = signature
+            else:
+                pending = None
+                self._try_load(signature)
+
+    def _try_load(self, signature: tuple) -> None:
+        self.signature = signature  # a bad file is tried once; rewriting it triggers a retry
+        try:
+            classifier = load_tested(self.path, self.device)
+        except Exception as exc:  # SightdError for bad files; anything else must not kill us
+            self.errors += 1
+            self.last_error = str(exc) if isinstance(exc, SightdError) else repr(exc)
+            log.error("model reload refused, the old model keeps serving: %s", self.last_error)
+            return
+        with self._lock:
+            self._ready = classifier
+        self.reloads += 1
+        self.last_error = None
+        log.info("model reloaded: %s", classifier.name)
