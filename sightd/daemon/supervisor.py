@@ -233,7 +233,7 @@ class Supervisor:
         child.heartbeat.value = 0.0
         child.process = SPAWN.Process(
             target=child_main,
-            args=(child.spec, self.config.model_dump(), child.stop, child.heartbeat, os.getpid()),
+            args=(child.spec, self.config.model_dump(), child.stop, child.heartbeat),
             name=f"sightd.{child.spec.name}",
         )
         child.process.start()
