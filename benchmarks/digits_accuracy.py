@@ -56,7 +56,7 @@ def main() -> None:
     print(f"training images/s: {metrics['train_images_per_s']:.0f}")
     note = "" if peak_kib > before else " (an earlier child was bigger: figure unreliable)"
     print(f"peak memory (RSS) of sightd train: {peak_kib / 1024:.0f} MiB{note}")
-    print(f"  of which importing its libraries (torch, torchvision, ...): {import_rss():.0f} MiB")
+    print(f"  of which importing its libraries (torch, OpenCV...): {import_rss():.0f} MiB")
     print(f"wall time of sightd train: {seconds:.1f} s")
 
 

@@ -12,7 +12,8 @@ written by this script. Both decode every file once, and that time is counted:
   like the baseline): channels_last, and bfloat16 autocast where the hardware has it. A third
   run repeats sightd with autocast off, to show what the cache and layout give alone.
 
-Figures: end-to-end (decode + all epochs) and steady state (median epoch after the first).
+Figures: end-to-end (decode + all epochs) and steady state (the fastest epoch after the first:
+the least disturbed by other load on the machine; the load average is printed too).
 Usage: python benchmarks/train_throughput.py [--images 640] [--epochs 3] [--arch seed] [--augment]
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +135,7 @@ def float32_only(enabled: bool):
 
 def report(name: str, count: int, decode: float, epoch_times: list[float]) -> tuple[float, float]:
     end_to_end = count * len(epoch_times) / (decode + sum(epoch_times))
-    steady = count / statistics.median(epoch_times[1:] or epoch_times)
+    steady = count / min(epoch_times[1:] or epoch_times)  # the least disturbed epoch
     print(
         f"{name:<32} decode {decode:6.2f} s  epochs {' '.join(f'{t:.2f}' for t in epoch_times)} s"
         f"  end-to-end {end_to_end:7.1f} img/s  steady {steady:7.1f} img/s"
@@ -151,6 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = TrainConfig(arch=args.arch, augment=args.augment)  # else defaults: batch 64, 64 px
     torch.manual_seed(0)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"
         write_photos(root, args.images)
@@ -173,6 +175,7 @@ def main() -> None:
                     tick = time.perf_counter()
                     epoch(number)
                     times[i].append(time.perf_counter() - tick)
+    print(f"load average (1 min) at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
     figures = [report(n, len(paths), r[0], t) for n, r, t in zip(names, runs, times, strict=True)]
     base = figures[0]
     for name, (end_to_end, steady) in zip(names[1:], figures[1:], strict=True):

@@ -1,4 +1,5 @@
-"""What the fault tests share: hostile frame messages, memory figures from /proc, stamped readers.
+"""What the fault tests share: hostile frame messages, /proc figures, stamped readers, and an
+HTTP receiver that can go down and come back.
 
 The hostile messages are what a broken or malicious camera endpoint could send the worker:
 random bytes, wrong part counts, msgpack with the wrong types, sizes and lengths far beyond
@@ -7,14 +8,19 @@ anything real, and JPEGs whose own header claims a huge picture.
 
 from __future__ import annotations
 
+import json
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
 import msgpack
 import numpy as np
+import zmq
+from conftest import free_port
 
 from sightd.protocol import pack_frame
 
@@ -101,3 +107,57 @@ def hostile_flood(count: int, camera: str, seed: int = 0) -> Iterator[tuple[list
             yield parts, False
         else:
             yield templates[index % len(templates)], False
+
+
+def flood(sock: zmq.Socket, counted: Callable[[], int], count: int, ahead: int = 5000):
+    """Send `count` hostile messages for cam1, never more than `ahead` beyond what the worker
+    says it has counted (`counted()`), so that none waits long in any queue.
+    Returns (messages that break the protocol, messages that pass the header checks)."""
+    malformed = valid = 0
+    for parts, passes_header in hostile_flood(count, "cam1"):
+        sock.send_multipart(parts)
+        valid += passes_header
+        malformed += not passes_header
+        if (malformed + valid) % 1000 == 0:
+            while malformed - counted() > ahead:
+                time.sleep(0.02)
+    return malformed, valid
+
+
+def wait_for_subscription(sock: zmq.Socket, prefix: bytes, timeout: float = 30.0) -> None:
+    """Until the worker has subscribed: what is sent before that is lost (slow joiner)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.poll(100) and sock.recv() == b"\x01" + prefix:
+            return
+    raise AssertionError(f"no subscription to {prefix!r} within {timeout} s")
+
+
+class Receiver:
+    """An HTTP server on a fixed port that can be stopped and started again; keeps POSTs."""
+
+    def __init__(self) -> None:
+        self.port, self.posts, self.httpd = free_port(), [], None
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None

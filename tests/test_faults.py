@@ -13,20 +13,21 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import zmq
-from conftest import color_frame, free_port, write_video
-from fault_support import hostile_flood, proc_kb, stamped
+from conftest import color_frame, write_video
+from fault_support import Receiver, flood, jpeg_bomb, proc_kb, stamped, wait_for_subscription
 from pipeline_support import Collector, Processes, running_processes
 from subscriber_harness import Bus, Subscribers, read_jsonl, wait_for
 from test_subscribers_mqtt import Broker, Reader
 
 from sightd.client import subscribe
 from sightd.config import load_config
+from sightd.protocol import ProtocolError, decode_image
 from sightd.transport import connect_subscriber
 
 pytestmark = pytest.mark.slow
@@ -102,29 +103,6 @@ def labels_between(labels: Collector, start: float, end: float) -> list[dict]:
 # ---- a flood of malformed frames ------------------------------------------------------------
 
 
-def flood(sock: zmq.Socket, status: Collector, count: int, ahead: int = 5000) -> tuple[int, int]:
-    """Send `count` hostile messages, never more than `ahead` beyond what the worker's status
-    says it has counted (so they queue in no one's memory); returns (malformed, header-valid)."""
-    malformed = valid = 0
-    for parts, passes_header in hostile_flood(count, "cam1"):
-        sock.send_multipart(parts)
-        valid += passes_header
-        malformed += not passes_header
-        if (malformed + valid) % 1000 == 0:
-            while malformed - latest_status(status, "infer")["malformed"] > ahead:
-                time.sleep(0.02)
-    return malformed, valid
-
-
-def wait_for_subscription(sock: zmq.Socket, prefix: bytes, timeout: float = 30.0) -> None:
-    """Until the worker has subscribed: what is sent before that is lost (slow joiner)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sock.poll(100) and sock.recv() == b"\x01" + prefix:
-            return
-    raise AssertionError(f"no subscription to {prefix!r} within {timeout} s")
-
-
 def test_a_flood_of_malformed_frames_is_counted_and_good_frames_keep_being_classified(
     tmp_path, config_file, color_checkpoint, procs
 ):
@@ -145,7 +123,8 @@ def test_a_flood_of_malformed_frames_is_counted_and_good_frames_keep_being_class
     rss_before = proc_kb(pipe.worker.pid)
     # when 100,000 malformed messages arrive while the camera keeps sending good frames
     started = time.time()
-    malformed, valid = flood(sock, pipe.status, 100_000)
+    counted = lambda: latest_status(pipe.status, "infer")["malformed"]  # noqa: E731
+    malformed, valid = flood(sock, counted, 100_000)
     finished = time.time()
     # then every one of them arrived and is counted, and the worker is still online
     figures = pipe.status.wait_for(
@@ -165,6 +144,18 @@ def test_a_flood_of_malformed_frames_is_counted_and_good_frames_keep_being_class
     # and its memory stayed bounded: the peak grew by far less than the 400 MB that arrived
     peak, rss_after = proc_kb(pipe.worker.pid, "VmHWM"), proc_kb(pipe.worker.pid)
     assert peak - rss_before < 64_000 and rss_after - rss_before < 32_000, (peak, rss_after)
+
+
+def test_an_image_that_claims_a_huge_size_is_refused_before_it_is_decoded():
+    # given frames whose header says 640x480: a 700-byte JPEG claiming 30000x30000 (decoding
+    # it took 5 GB and 9 s), and a PNG of the right size where a JPEG was declared
+    header = {"width": 640, "height": 480, "encoding": "jpeg"}
+    png = cv2.imencode(".png", np.zeros((480, 640, 3), np.uint8))[1].tobytes()
+    # when the worker's decoder is given them, then both are refused from their headers alone
+    with pytest.raises(ProtocolError, match="JPEG size 30000x30000 does not match"):
+        decode_image(header, jpeg_bomb())
+    with pytest.raises(ProtocolError, match="no JPEG frame header"):
+        decode_image(header, png)
 
 
 # ---- a subscriber that never reads -----------------------------------------------------------
@@ -193,7 +184,9 @@ def test_a_subscriber_that_never_reads_blocks_no_publisher_and_costs_them_no_mem
     stuck = connect_subscriber(endpoints, [b""], config.transport)
     try:
         time.sleep(2.0)  # its queues fill up (HWM), then the publishers drop for it
+        published = latest_status(pipe.status, "capture:cam0")["frames_out"]
         rate_during = label_rate(pipe.labels, 5.0)
+        published = latest_status(pipe.status, "capture:cam0")["frames_out"] - published
         rss_after = {name: proc_kb(pid) for name, pid in pids.items()}
         assert stuck.poll(0)  # it is connected, with messages it never took
     finally:
@@ -204,8 +197,7 @@ def test_a_subscriber_that_never_reads_blocks_no_publisher_and_costs_them_no_mem
     # and the publishers did not queue for it: unbounded, capture would have grown ~130 MB
     growth = {name: rss_after[name] - rss_before[name] for name in pids}
     assert max(growth.values()) < 40_000, growth
-    capture = latest_status(pipe.status, "capture:cam0")
-    assert capture["fps"] >= 16 and capture["state"] == "online", capture
+    assert published >= 0.8 * 5.0 * rate_before, published  # capture kept its pace too
 
 
 # ---- a paused worker -------------------------------------------------------------------------
@@ -218,7 +210,7 @@ def test_a_worker_paused_for_10_s_skips_the_backlog_and_resumes_on_fresh_frames(
     pipe = start_pipeline(tmp_path, config_file, color_checkpoint, procs, fps=20)
     frames = Collector(stamped(subscribe("frame", "cam0", config=str(pipe.config), timeout=60)))
     frames.wait_for(lambda m: True, timeout=10)
-    before = pipe.labels.wait_for(lambda m: True)
+    before = pipe.labels.drain()[-1]
     max_age = load_config(pipe.config).model.max_frame_age
     # when the worker is frozen with SIGSTOP for 10 s, then continued
     os.kill(pipe.worker.pid, signal.SIGSTOP)
@@ -240,41 +232,12 @@ def test_a_worker_paused_for_10_s_skips_the_backlog_and_resumes_on_fresh_frames(
     # and capture was unaffected: a reader saw its frames keep coming at 20 fps, in order
     seen = [m["seq"] for m in frames.drain() if paused + 1 < m["received_at"] < resumed - 1]
     assert seen == sorted(seen) and len(seen) >= 0.8 * 20 * 8, len(seen)
-    figures = pipe.status.wait_for(lambda m: m["component"] == "infer" and m["at"] > resumed)
-    assert figures["state"] == "online" and figures["stale"] + figures["dropped"] >= 1
+    after = first["inferred_at"]
+    figures = pipe.status.wait_for(lambda m: m["component"] == "infer" and m["at"] > after)
+    assert figures["state"] == "online" and figures["stale"] + figures["dropped"] >= 1, figures
 
 
 # ---- webhook target and MQTT broker down -----------------------------------------------------
-
-
-class Receiver:
-    """An HTTP server on a fixed port that can be stopped and started again; keeps POSTs."""
-
-    def __init__(self) -> None:
-        self.port, self.posts, self.httpd = free_port(), [], None
-        self.url = f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-            self.httpd = None
 
 
 def publish_labels(bus: Bus, stop: threading.Event, per_second: float = 50) -> None:
@@ -301,7 +264,8 @@ def test_webhook_and_broker_outages_slow_no_other_subscriber_and_deliveries_resu
         for name in ("webhook", "mqtt", "log"):
             subscribers.start(path, name)
         bus.wait_subscriptions(1 + 1 + 2)  # log takes labels and events
-        threading.Thread(target=publish_labels, args=(bus, stop), daemon=True).start()
+        publisher = threading.Thread(target=publish_labels, args=(bus, stop), daemon=True)
+        publisher.start()
         try:
             wait_for(lambda: receiver.posts and logged_seqs(log), what="first deliveries")
             # when the webhook target and the broker go down for 4 s
@@ -310,11 +274,11 @@ def test_webhook_and_broker_outages_slow_no_other_subscriber_and_deliveries_resu
             down_at, first_down = time.time(), bus.seq
             time.sleep(4.0)  # the outage
             last_down = bus.seq
-            # then the log kept up meanwhile: every label, within half a second of it being sent
-            wait_for(lambda: logged_seqs(log)[-1] >= last_down, timeout=0.5, what="log lag")
+            # then the log kept up meanwhile: every label, within a second of it being sent
+            wait_for(lambda: logged_seqs(log)[-1] >= last_down, timeout=1.0, what="log lag")
             assert set(range(first_down, last_down + 1)) <= set(logged_seqs(log))
             log_status = bus.status_of("subscriber:log", lambda b: b["at"] > down_at + 2)
-            assert log_status["latency_ms"] < 100 and log_status["dropped"] == 0, log_status
+            assert log_status["latency_ms"] < 250 and log_status["dropped"] == 0, log_status
             # when they come back, then both deliver labels sent after their return
             receiver.start()
             mosquitto.start()
@@ -327,6 +291,7 @@ def test_webhook_and_broker_outages_slow_no_other_subscriber_and_deliveries_resu
             assert failed["errors"] + failed["dropped"] > 0  # it did notice the outage
         finally:
             stop.set()
+            publisher.join()
             receiver.stop()
 
 
