@@ -5,7 +5,8 @@ it decodes) and classifies it with a small model trained here in seconds; a log 
 writes every label and event, and an mqtt subscriber publishes to a mosquitto this script
 starts (when mosquitto is installed). Faults rotate, one every --fault-every seconds once the
 previous one has recovered (so each recovery is measured on its own):
-  kill   SIGKILL of a random child (capture, worker or a subscriber); the supervisor restarts it
+  kill   SIGKILL of a random child: capture, worker, a subscriber, or the fork server they are
+         all forked from (they die with it); the supervisor restarts what died
   pause  SIGSTOP of the worker for PAUSE_SECONDS (less than heartbeat_timeout), then SIGCONT
   broker mosquitto stopped, and started again after BROKER_DOWN_SECONDS
 Everything is watched from outside (soak_observe.py); soak_report.py says what the figures mean.

@@ -178,10 +178,12 @@ def daemon_processes(pgid: int) -> dict[str, int]:
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            title = title.strip()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue  # it exited meanwhile
+        title = cmdline.split(b"\0")[0].decode(errors="replace").strip()
+        if b"multiprocessing.forkserver" in cmdline:
+            title = "sightd.forkserver"  # children are forked from it: a leak there would grow
         if int(fields[2]) == pgid and fields[0] != "Z" and title.startswith("sightd."):
             found[title.removeprefix("sightd.")] = int(entry.name)
     return found

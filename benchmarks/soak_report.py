@@ -4,8 +4,9 @@ What counts as lost, precisely:
 - bus: labels the worker says it published (its frames_out, between two of its own statuses,
   which travel in order on the same socket) that the always-connected reader never got.
 - log / mqtt: labels and events the reader saw on the bus that never reached the log file or
-  the broker. Those from a window when that subscriber (or the broker) was down, from 1 s
-  before the fault to its recovery, are lost by design (PUB/SUB keeps nothing for an absent
+  the broker. Those from a window when that subscriber (or the broker) was down, from the
+  last label it got before the fault (what was in transit then went down with it) to the
+  fault's recovery, are lost by design (PUB/SUB keeps nothing for an absent
   reader; MQTT QoS 0 keeps nothing while disconnected). So are those from a worker restart:
   what a killed worker had queued dies with it, and a new worker publishes its first labels
   before every reader has reconnected (ZeroMQ's slow joiner). Any others are unexplained.
@@ -24,6 +25,7 @@ STREAM_OF = {  # whose recovery is seen where
     "subscriber:log": "log",
     "subscriber:mqtt": "mqtt",
     "mosquitto": "mqtt",
+    "forkserver": "bus",  # every child is forked from it, and dies with it
 }
 MARGIN = 1.0  # seconds before a fault whose messages may still have been queued in the victim
 
@@ -37,16 +39,22 @@ def _pair(stream: str, record) -> tuple[float, float | None]:
     return record
 
 
+def first_fresh(stream: str, records: list, after: float) -> float | None:
+    """When `stream` got its first label of a frame captured after `after` (None: never)."""
+    found = None
+    for index in range(len(records) - 1, -1, -1):  # newest first, back to `after`
+        received, captured = _pair(stream, records[index])
+        if received < after:
+            break
+        if captured is not None and captured > after:
+            found = received
+    return found
+
+
 def recovery_time(fault: dict, streams: dict) -> float | None:
     """Seconds from the fault's end to the first label of a frame captured after it."""
     name = STREAM_OF[fault["target"]]
-    records, found = streams.get(name) or [], None
-    for index in range(len(records) - 1, -1, -1):  # newest first, back to the fault
-        received, captured = _pair(name, records[index])
-        if received < fault["at"]:
-            break
-        if captured is not None and captured > fault["at"]:
-            found = received
+    found = first_fresh(name, streams.get(name) or [], fault["at"])
     return None if found is None else found - fault["at"]
 
 
@@ -58,28 +66,40 @@ def fault_name(fault: dict) -> str:
     return "broker restart" if fault["kind"] == "broker" else f"{fault['kind']} {fault['target']}"
 
 
-def downtime(recovered: list, targets: set[str], kinds=("kill", "broker")) -> list[tuple]:
-    """(start, end) of each outage of `targets`: from MARGIN before the fault to its recovery."""
+def last_delivered(stream: str, records: list, before: float) -> float:
+    """Capture time of the last label `stream` received before `before` (else `before`)."""
+    for index in range(len(records) - 1, -1, -1):
+        received, captured = _pair(stream, records[index])
+        if received < before and captured is not None:
+            return captured
+    return before
+
+
+def downtime(faults: list, targets: set, stream: str, records: list, kinds=("kill", "broker")):
+    """(start, end) of each outage of `targets` as `stream` lived it: from the last label it
+    got before the fault (what was in transit then was lost with it), or MARGIN earlier, to
+    its first label of a frame captured after the fault."""
     windows = []
-    for fault, seconds in recovered:
+    for fault in faults:
         if fault["target"] in targets and fault["kind"] in kinds:
-            end = fault["at"] + (seconds if seconds is not None else 60.0)
-            windows.append((fault.get("from", fault["at"]) - MARGIN, end))
+            start = fault.get("from", fault["at"])
+            start = min(start - MARGIN, last_delivered(stream, records, start))
+            end = first_fresh(stream, records, fault["at"]) or fault["at"] + 60.0
+            windows.append((start, end))
     return windows
 
 
-def _split(missing: list[float], windows: list, dropped: int, recovered: list) -> dict:
+def _split(missing: list[float], windows: list, restarts: list, dropped: int, faults) -> dict:
     """Missing messages: while the receiver was down; while the worker restarted (a killed
     publisher's queue dies with it, and a new one publishes before readers reconnect);
     dropped by the receiver's host (counted); the rest, each with its nearest fault."""
-    restarts = downtime(recovered, {"infer"}, kinds={"kill"})
     down = [t for t in missing if any(a <= t <= b for a, b in windows)]
     rest = [t for t in missing if not any(a <= t <= b for a, b in windows)]
     restarting = [t for t in rest if any(a <= t <= b + MARGIN for a, b in restarts)]
     dropped = min(dropped, len(rest) - len(restarting))
     unexplained = [t for t in rest if not any(a <= t <= b + MARGIN for a, b in restarts)]
     unexplained = unexplained[dropped:]
-    near = [_nearest(t, [fault for fault, _ in recovered]) for t in unexplained[:20]]
+    near = [_nearest(t, faults) for t in unexplained[:20]]
     return {
         "missing": len(missing), "while_down": len(down), "worker_restarting":
         len(restarting), "dropped": dropped, "unexplained": len(unexplained), "near": near,
@@ -131,32 +151,36 @@ def summarize(raw: dict) -> dict:
 
 
 def deliveries(raw: dict) -> dict:
-    """Labels and events seen on the bus during the soak that the log and the broker lack."""
-    bus, recovered = raw["bus"], raw["recovery"]
+    """Labels and events seen on the bus during the soak that the log and the broker lack.
+    Killing the fork server takes every child down with it: an outage for everyone."""
+    bus, faults, log = raw["bus"], raw["faults"], raw["log"]
     began, stopping = raw["began"], raw["stopping"]
     labels = [r[2] for r in bus.figures.labels if began <= r[0] <= stopping]
     events = [e for e in bus.figures.events if began <= e[0] <= stopping]
     dropped = {name: bus.counter(f"subscriber:{name}.dropped") for name in ("log", "mqtt")}
-    windows = downtime(recovered, {"subscriber:log"})
-    logged = {key for _, kind, key in raw["log"] if kind == "label"}
+    windows = downtime(faults, {"subscriber:log", "forkserver"}, "log", log)
+    restarts = downtime(faults, {"infer"}, "log", log, kinds={"kill"})
+    split = (windows, restarts, dropped["log"], faults)
+    logged = {key for _, kind, key in log if kind == "label"}
     missing = [captured for captured in labels if captured not in logged]
-    log_labels = _split(missing, windows, dropped["log"], recovered)
-    figures = {"log_labels": {"compared": len(labels), **log_labels}}
-    logged_events = Counter(key for _, kind, key in raw["log"] if kind == "event")
+    figures = {"log_labels": {"compared": len(labels), **_split(missing, *split)}}
+    logged_events = Counter(key for _, kind, key in log if kind == "event")
     missing = []
     for received, seq, label in events:  # (seq, label) may repeat after a capture restart
         if logged_events[(seq, label)] > 0:
             logged_events[(seq, label)] -= 1
         else:
             missing.append(received)
-    log_events = _split(missing, windows, dropped["log"], recovered)
-    figures["log_events"] = {"compared": len(events), **log_events}
+    figures["log_events"] = {"compared": len(events), **_split(missing, *split)}
     if raw["mqtt"] is not None:
-        on_broker = {captured for _, captured in raw["mqtt"]}
-        windows = downtime(recovered, {"subscriber:mqtt", "mosquitto"})
+        mqtt = raw["mqtt"]
+        on_broker = {captured for _, captured in mqtt}
+        targets = {"subscriber:mqtt", "mosquitto", "forkserver"}
+        windows = downtime(faults, targets, "mqtt", mqtt)
+        restarts = downtime(faults, {"infer"}, "mqtt", mqtt, kinds={"kill"})
         missing = [captured for captured in labels if captured not in on_broker]
-        mqtt_labels = _split(missing, windows, dropped["mqtt"], recovered)
-        figures["mqtt_labels"] = {"compared": len(labels), **mqtt_labels}
+        split = _split(missing, windows, restarts, dropped["mqtt"], faults)
+        figures["mqtt_labels"] = {"compared": len(labels), **split}
     return figures
 
 

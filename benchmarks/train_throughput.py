@@ -12,8 +12,9 @@ written by this script. Both decode every file once, and that time is counted:
   like the baseline): channels_last, and bfloat16 autocast where the hardware has it. A third
   run repeats sightd with autocast off, to show what the cache and layout give alone.
 
-Figures: end-to-end (decode + all epochs) and steady state (the fastest epoch after the first:
-the least disturbed by other load on the machine; the load average is printed too).
+Figures: end-to-end (decode + all epochs) and steady state (median epoch after the first).
+Other work on the machine skews both (unevenly: it hurts multi-threaded maths most), so the
+load average is printed; trust a run whose load stayed below the number of cores.
 Usage: python benchmarks/train_throughput.py [--images 640] [--epochs 3] [--arch seed] [--augment]
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -135,7 +137,7 @@ def float32_only(enabled: bool):
 
 def report(name: str, count: int, decode: float, epoch_times: list[float]) -> tuple[float, float]:
     end_to_end = count * len(epoch_times) / (decode + sum(epoch_times))
-    steady = count / min(epoch_times[1:] or epoch_times)  # the least disturbed epoch
+    steady = count / statistics.median(epoch_times[1:] or epoch_times)
     print(
         f"{name:<32} decode {decode:6.2f} s  epochs {' '.join(f'{t:.2f}' for t in epoch_times)} s"
         f"  end-to-end {end_to_end:7.1f} img/s  steady {steady:7.1f} img/s"
@@ -163,7 +165,8 @@ def main() -> None:
             f"sightd augmentation {cfg.augment}, "
             f"bfloat16 autocast on this CPU: {evaluate.has_fast_bf16(torch.device('cpu'))}"
         )
-        names = ["baseline (seed pipeline)", "sightd (defaults)", "sightd (float32, no autocast)"]
+        ours = "sightd (augment)" if cfg.augment else "sightd (defaults)"
+        names = ["baseline (seed pipeline)", ours, f"{ours[:-1]}, float32)"]
         runs = [baseline(root, paths, labels, cfg), sightd(root, paths, labels, cfg)]
         runs.append(sightd(root, paths, labels, cfg))
         times: list[list[float]] = [[], [], []]

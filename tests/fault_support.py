@@ -109,7 +109,7 @@ def hostile_flood(count: int, camera: str, seed: int = 0) -> Iterator[tuple[list
             yield templates[index % len(templates)], False
 
 
-def flood(sock: zmq.Socket, counted: Callable[[], int], count: int, ahead: int = 5000):
+def flood(sock: zmq.Socket, counted: Callable[[], int], count: int, ahead: int = 2000):
     """Send `count` hostile messages for cam1, never more than `ahead` beyond what the worker
     says it has counted (`counted()`), so that none waits long in any queue.
     Returns (messages that break the protocol, messages that pass the header checks)."""

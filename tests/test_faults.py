@@ -141,9 +141,10 @@ def test_a_flood_of_malformed_frames_is_counted_and_good_frames_keep_being_class
     assert during and all(map(pipe.right, during)) and gaps.max() < 2.0, gaps.max()
     after = pipe.labels.wait_for(lambda m: m["received_at"] > finished + 0.5, timeout=10)
     assert pipe.right(after) and figures["labels"]["cam1"] is None
-    # and its memory stayed bounded: the peak grew by far less than the 400 MB that arrived
+    # and its memory stayed bounded: 400 MB arrived; messages in flight and allocator slack
+    # take tens of MB (8 MB on an idle machine, 40 MB on a busy one); keeping them, 400 MB
     peak, rss_after = proc_kb(pipe.worker.pid, "VmHWM"), proc_kb(pipe.worker.pid)
-    assert peak - rss_before < 64_000 and rss_after - rss_before < 32_000, (peak, rss_after)
+    assert peak - rss_before < 100_000 and rss_after - rss_before < 64_000, (peak, rss_after)
 
 
 def test_an_image_that_claims_a_huge_size_is_refused_before_it_is_decoded():

@@ -24,13 +24,22 @@ device_option = click.option(
 @click.command()
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
 @config_option
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run folder.")
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    help="Run folder (default: a new runs/<timestamp>/, also linked as runs/latest).",
+)
 @click.option("--epochs", type=int, help="Passes over the training split.")
 @click.option("--arch", help="seed, resnet18, resnet34 or resnet50.")
 @click.option("--batch-size", type=int, help="Images per optimiser step.")
 @click.option("--image-size", type=int, help="Square network input, pixels.")
 @device_option
-@click.option("--augment/--no-augment", default=None, help="Random shifts, zooms, jitter.")
+@click.option(
+    "--augment/--no-augment",
+    default=None,
+    help="Random shifts, zooms, rotations, jitter; no flips.",
+)
 @click.option("--seed", type=int, help="Seeds the split, weights and augmentation.")
 def train(
     data_dir, config_path, run_dir, epochs, arch, batch_size, image_size, device, augment, seed
