@@ -146,6 +146,9 @@ def inject(kind: str, daemon: subprocess.Popen, broker: Broker | None, rng) -> d
     if kind == "kill" and children:
         target = rng.choice(sorted(children))
         os.kill(children[target], signal.SIGKILL)
+        # Dead means gone: the fork server's children die with it, but only once it is.
+        dead = children.values() if target == "forkserver" else [children[target]]
+        wait_dead(dead)
         return {"kind": "kill", "target": target, "at": time.time()}
     if kind == "pause" and "infer" in children:
         os.kill(children["infer"], signal.SIGSTOP)
@@ -159,6 +162,20 @@ def inject(kind: str, daemon: subprocess.Popen, broker: Broker | None, rng) -> d
         broker.start()
         return {"kind": "broker", "target": "mosquitto", "at": time.time(), "from": stopped}
     return None  # the target is being restarted right now: skip this turn
+
+
+def wait_dead(pids, timeout: float = 5.0) -> None:
+    """Until every pid has exited (a zombie or gone): a killed process may still run briefly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(map(_running, pids)):
+        time.sleep(0.005)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def soak(args, daemon, broker, streams) -> tuple[list[dict], dict, dict]:

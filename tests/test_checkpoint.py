@@ -1,6 +1,8 @@
 """Checkpoints: one file rebuilds the classifier; anything else is refused, nothing unpickled."""
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,13 @@ def test_tensors_that_do_not_fit_the_arch_are_refused(tmp_path):
 def test_a_missing_model_file_says_how_to_make_one(tmp_path):
     with pytest.raises(SightdError, match="sightd train"):
         load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_written_files_get_the_usual_permissions_not_the_temp_files_0600(tmp_path):
+    from sightd.atomic import atomic_write_bytes
+
+    target = tmp_path / "model.safetensors"
+    atomic_write_bytes(target, b"data")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
