@@ -44,8 +44,8 @@ def subscribe(
     wanted = camera if kind != "status" or camera is None else f"capture:{camera}"
     endpoints = _endpoints(kind, camera, endpoint, config)
     prefix = topic(kind, wanted) if wanted else f"{kind}.".encode()
-    sock = connect_subscriber(endpoints, [prefix], config.transport)
-    reconnector = Reconnector(sock)  # ZeroMQ alone gives up after an oversized message
+    sock = connect_subscriber([], [prefix], config.transport)
+    reconnector = Reconnector(sock, endpoints)  # ZeroMQ alone gives up after oversized messages
     try:
         yield from _receive(reconnector, kind, wanted, timeout)
     finally:

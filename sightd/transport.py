@@ -80,12 +80,16 @@ class Reconnector:
     completed their handshake are renewed, so a refused CURVE key does not retry in a loop.
     """
 
-    def __init__(self, sock: zmq.Socket):
+    def __init__(self, sock: zmq.Socket, endpoints: Iterable[str] = ()):
         self.sock = sock
         events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         self.monitor = sock.get_monitor_socket(events)
         self.established: set[bytes] = set()
         self.resets = 0  # connections lost and renewed: oversized messages or peer restarts
+        # Connect only now that the monitor listens: a handshake it missed would never be
+        # renewed after its connection drops.
+        for endpoint in endpoints:
+            sock.connect(endpoint)
 
     def poll(self) -> None:
         from zmq.utils.monitor import recv_monitor_message

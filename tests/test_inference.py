@@ -180,8 +180,8 @@ def test_frames_older_than_max_frame_age_are_never_classified(config_file, color
 def test_the_intake_keeps_only_the_newest_frame_per_camera_and_counts_the_rest(config_file):
     config = load_config(config_file())
     pub = bind_publisher(config.transport.frames, config.transport)
-    sub = connect_subscriber([config.transport.frames], [b"frame."], config.transport)
-    intake = FrameIntake(sub, {"cam0"})
+    sub = connect_subscriber([], [b"frame."], config.transport)
+    intake = FrameIntake(sub, {"cam0"}, [config.transport.frames])
     seq = 0
     while not intake.collect(0.1):  # until the subscription has reached the publisher
         seq += 1

@@ -73,8 +73,8 @@ class Worker:
             raise
         self.watcher = ModelWatcher(model.path, model.device, signature) if model.reload else None
         cameras = {c.name for c in config.cameras}
-        sub = connect_subscriber(config.frame_endpoints(), [b"frame."], transport)
-        self.intake = FrameIntake(sub, cameras)
+        sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
+        self.intake = FrameIntake(sub, cameras, config.frame_endpoints())
         self.debouncers = {name: Debouncer(config.events.stable_frames) for name in cameras}
         self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
         self.cycle, self.rate = CycleFigures(), RateMeter()

@@ -30,11 +30,12 @@ class IntakeCounts:
 
 
 class FrameIntake:
-    def __init__(self, sock: zmq.Socket, cameras: set[str]):
+    def __init__(self, sock: zmq.Socket, cameras: set[str], endpoints: list[str]):
         self.sock = sock
         self.cameras = cameras  # the configured cameras; frames naming any other are refused
         self.counts = IntakeCounts()
-        self.reconnector = Reconnector(sock)  # an oversized frame must not cut a camera off
+        # An oversized frame must not cut a camera off; the reconnector connects the endpoints.
+        self.reconnector = Reconnector(sock, endpoints)
 
     def close(self) -> None:
         self.reconnector.close()
