@@ -80,6 +80,16 @@ def color_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def subscribers(tmp_path):
+    """Subscriber host processes started by a test; all stopped at its end."""
+    from subscriber_harness import Subscribers
+
+    started = Subscribers(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
 def config_file(tmp_path):
     """Write a config with free ports; returns a function taking section overrides."""
 

@@ -22,7 +22,7 @@ import zmq
 from conftest import color_frame, write_video
 from fault_support import Receiver, flood, jpeg_bomb, proc_kb, stamped, wait_for_subscription
 from pipeline_support import Collector, Processes, running_processes
-from subscriber_harness import Bus, Subscribers, read_jsonl, wait_for
+from subscriber_harness import Bus, read_jsonl, wait_for
 from test_subscribers_mqtt import Broker, Reader
 
 from sightd.client import subscribe
@@ -40,13 +40,6 @@ SMALL = (60, 80)
 def procs(tmp_path):
     with running_processes(tmp_path) as processes:
         yield processes
-
-
-@pytest.fixture
-def subscribers(tmp_path):
-    started = Subscribers(tmp_path)
-    yield started
-    started.close()
 
 
 @pytest.fixture

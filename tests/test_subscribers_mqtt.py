@@ -14,7 +14,7 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 from conftest import free_port
-from subscriber_harness import Bus, Subscribers, wait_for
+from subscriber_harness import Bus, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # .ci/run installs it
 
@@ -103,13 +103,6 @@ class Reader:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def subscribers(tmp_path):
-    started = Subscribers(tmp_path)
-    yield started
-    started.close()
 
 
 @pytest.fixture

@@ -8,14 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from subscriber_harness import Bus, Subscribers, wait_for
-
-
-@pytest.fixture
-def subscribers(tmp_path):
-    started = Subscribers(tmp_path)
-    yield started
-    started.close()
+from subscriber_harness import Bus, wait_for
 
 
 @pytest.fixture
