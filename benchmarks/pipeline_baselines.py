@@ -36,7 +36,7 @@ def bare_model(model: Path, video: Path, seconds: float = 4.0) -> dict:
 
     def forward():
         with torch.inference_mode():
-            classifier.model(batch)
+            classifier.forward(batch)
 
     return {
         "forward_per_s": 64 * rate(forward, seconds),

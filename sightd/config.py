@@ -100,6 +100,9 @@ class ModelConfig(Section):
     min_confidence: float = Field(0.5, ge=0, le=1, description="below it the label is unknown")
     max_frame_age: float = Field(1.0, gt=0, description="older frames are never classified")
     reload: bool = Field(True, description="hot-reload the model file when it changes")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 where the device does it natively, else float32"
+    )
     threads: int = Field(
         1, ge=0, le=1024, description="CPU threads for inference; 0 = one per core"
     )  # 1: a live worker sharing cores with captures stays fast (threads stall when preempted)

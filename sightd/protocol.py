@@ -8,7 +8,6 @@ Everything else calls these pure functions; unpacking validates and raises Proto
 from __future__ import annotations
 
 import re
-import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import cv2
 import msgpack
 import numpy as np
+
+from sightd.images import decode_jpeg, jpeg_scale, jpeg_size, reduced_shape
 
 VERSION = 1
 KINDS = ("frame", "label", "event", "status")
@@ -123,47 +124,29 @@ def unpack_frame(parts: Sequence[bytes]) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def decode_image(header: dict[str, Any], payload: bytes) -> np.ndarray:
-    """The frame as BGR uint8 HxWx3; raises ProtocolError when it does not decode to its size."""
-    shape = (header["height"], header["width"], 3)
+def decode_image(header: dict[str, Any], payload: bytes, min_side: int = 0) -> np.ndarray:
+    """The frame as BGR uint8; raises ProtocolError when it does not decode to its size.
+
+    With `min_side` (the model's input size), a JPEG is decoded at the smallest libjpeg scale
+    that keeps both sides >= min_side (images.py): the caller resizes to min_side anyway.
+    """
+    width, height = header["width"], header["height"]
     if header["encoding"] == "bgr24":
-        return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+        return np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3)
     # Checked before decoding: imdecode allocates what the file claims (a 700-byte JPEG saying
     # 30000x30000 took 5 GB and 9 s) and would decode PNG, TIFF, ... as readily as JPEG.
     declared = jpeg_size(payload)
     if declared is None:
         raise ProtocolError("JPEG payload does not decode (no JPEG frame header)")
-    if declared != (header["width"], header["height"]):
+    if declared != (width, height):
         raise ProtocolError(f"JPEG size {declared[0]}x{declared[1]} does not match the header")
-    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
+    scale = jpeg_scale(width, height, min_side) if min_side else 1
+    image = decode_jpeg(payload, scale)
     if image is None:
         raise ProtocolError("JPEG payload does not decode")
-    if image.shape != shape:
+    if image.shape != reduced_shape(width, height, scale):
         raise ProtocolError("decoded size does not match the header")
     return image
-
-
-_SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame, any coding
-
-
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, read without decoding; None if there is
-    no JPEG frame header before the image data."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker in _SOF_MARKERS:  # length, precision, height, width
-            height, width = struct.unpack_from(">HH", data, i + 5)
-            return width, height
-        elif marker == 0xDA or marker < 0xC0:  # image data before any frame header, or junk
-            return None
-        else:
-            i += 2 + struct.unpack_from(">H", data, i + 2)[0]
-    return None
 
 
 # ---- labels, events, status -------------------------------------------------------------------

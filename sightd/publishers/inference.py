@@ -66,12 +66,13 @@ class Worker:
         self._send_status()
         limit_threads(model.threads)
         signature = file_signature(model.path)
+        max_batch = max(1, len(config.cameras))  # one newest frame per camera
         try:
-            self.classifier = load_tested(model.path, model.device)  # a bad file is fatal here
+            self.classifier = load_tested(model, max_batch)  # a bad file is fatal here
         except BaseException:
             self.pub.close()
             raise
-        self.watcher = ModelWatcher(model.path, model.device, signature) if model.reload else None
+        self.watcher = ModelWatcher(model, signature, max_batch) if model.reload else None
         cameras = {c.name for c in config.cameras}
         sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
         self.intake = FrameIntake(sub, cameras, config.frame_endpoints())
@@ -124,7 +125,7 @@ class Worker:
 
     def _decode(self, header: dict[str, Any], payload: bytes):
         try:
-            return decode_image(header, payload)
+            return decode_image(header, payload, self.classifier.info.image_size)
         except Exception as exc:  # ProtocolError, or whatever else a hostile payload finds
             self.decode_errors += 1
             self.intake.counts.last_malformed = str(exc)[:200]

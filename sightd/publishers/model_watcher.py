@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sightd.classifier import Classifier
+from sightd.config import ModelConfig
 from sightd.errors import SightdError
 
 log = logging.getLogger("sightd.infer")
@@ -31,27 +32,31 @@ def file_signature(path: Path) -> tuple[int, int, int] | None:
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
-def smoke_test(classifier: Classifier) -> None:
-    """One forward pass on a blank frame: the model runs and gives finite probabilities."""
+def smoke_test(classifier: Classifier, max_batch: int = 1) -> None:
+    """Forward passes on blank frames, one for each batch size up to max_batch: the model runs
+    and gives finite probabilities, and the kernels for every batch the worker can form are
+    built here (the first pass of a new size takes several times longer), not on a live frame."""
     size = classifier.info.image_size
-    probabilities = classifier.probabilities([np.zeros((size, size, 3), np.uint8)])
-    if probabilities.shape != (1, len(classifier.info.classes)):
-        raise SightdError(f"test pass gave shape {probabilities.shape}")
-    if not np.isfinite(probabilities).all():
-        raise SightdError("test pass gave non-finite probabilities (NaN or inf weights?)")
+    for count in range(1, max_batch + 1):
+        probabilities = classifier.probabilities([np.zeros((size, size, 3), np.uint8)] * count)
+        if probabilities.shape != (count, len(classifier.info.classes)):
+            raise SightdError(f"test pass gave shape {probabilities.shape}")
+        if not np.isfinite(probabilities).all():
+            raise SightdError("test pass gave non-finite probabilities (NaN or inf weights?)")
 
 
-def load_tested(path: Path, device: str) -> Classifier:
-    classifier = Classifier.load(path, device)
-    smoke_test(classifier)
+def load_tested(config: ModelConfig, max_batch: int = 1) -> Classifier:
+    """The model config.path names, loaded for config.device and config.precision, tested."""
+    classifier = Classifier.load(config.path, config.device, config.precision)
+    smoke_test(classifier, max_batch)
     return classifier
 
 
 class ModelWatcher:
     """Polls `path` in a thread; `take()` returns a new tested Classifier once, else None."""
 
-    def __init__(self, path: str | Path, device: str, signature: tuple | None):
-        self.path, self.device = Path(path), device
+    def __init__(self, config: ModelConfig, signature: tuple | None, max_batch: int = 1):
+        self.config, self.path, self.max_batch = config, Path(config.path), max_batch
         self.signature = signature  # of the file the serving model came from
         self.reloads = self.errors = 0
         self.last_error: str | None = None
@@ -85,7 +90,7 @@ class ModelWatcher:
     def _try_load(self, signature: tuple) -> None:
         self.signature = signature  # a bad file is tried once; rewriting it triggers a retry
         try:
-            classifier = load_tested(self.path, self.device)
+            classifier = load_tested(self.config, self.max_batch)
         except Exception as exc:  # SightdError for bad files; anything else must not kill us
             self.errors += 1
             self.last_error = str(exc) if isinstance(exc, SightdError) else repr(exc)

@@ -115,7 +115,7 @@ def predict(model_path, images, as_json, device):
     failed = 0
     for start in range(0, len(images), 64):  # bounded memory for thousands of files
         chunk = images[start : start + 64]
-        frames = [read_image(path) for path in chunk]
+        frames = [read_image(path, classifier.info.image_size) for path in chunk]
         for path, frame in zip(chunk, frames, strict=True):
             if frame is None:
                 click.echo(f"warning: skipping {path}: cannot be decoded as an image", err=True)

@@ -107,7 +107,7 @@ def decode_files(root: Path, paths: list[str], size: int) -> tuple[torch.Tensor,
 
     def load(path: str) -> np.ndarray | None:
         try:
-            frame = read_image(root / path)
+            frame = read_image(root / path, size)  # a JPEG decodes reduced, near size
         except OSError:  # vanished or unreadable since the scan
             return None
         return None if frame is None else resize_rgb(frame, size)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from sightd.checkpoint import ModelInfo, load_checkpoint
-from sightd.devices import resolve_device
+from sightd.devices import has_fast_bf16, resolve_device
 from sightd.errors import SightdError
 from sightd.preprocessing import normalize
 from sightd.trainer.data import ImageSet, load_files, load_split, scan_folder
@@ -21,19 +21,6 @@ EVAL_BATCH = 256  # no gradients are kept, so bigger batches than training fit
 def autocast(device: torch.device) -> AbstractContextManager:
     """bfloat16 autocast where the hardware does bfloat16 natively, else a no-op."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=has_fast_bf16(device))
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """About 2x faster training on CPUs with AVX512-BF16 or AMX and on recent GPUs; elsewhere
-    bfloat16 would be emulated and slower than float32, so it stays off."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:  # private but long-standing; should it go away, float32 is the safe answer
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
 
 
 def to_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

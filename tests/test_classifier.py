@@ -1,0 +1,57 @@
+"""The classifier serves the checkpoint's network prepared for inference, not a different one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import COLORS, color_frame
+
+from sightd.checkpoint import load_checkpoint
+from sightd.classifier import Classifier
+from sightd.config import ModelConfig
+from sightd.errors import SightdError
+from sightd.preprocessing import preprocess
+from sightd.publishers.model_watcher import load_tested
+
+
+def frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [color_frame(name, (120, 160), rng) for name in sorted(COLORS) for _ in range(3)]
+
+
+def test_float32_serving_gives_the_checkpoints_own_probabilities(color_checkpoint):
+    """Given a checkpoint, when it is served in float32 (batch norm folded into the convs,
+    channels_last), then the probabilities are the plain network's to float rounding."""
+    network = load_checkpoint(color_checkpoint).model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(network(preprocess(frames())), 1).numpy()
+    served = Classifier.load(color_checkpoint, "cpu", "float32")
+    assert served.dtype == torch.float32
+    np.testing.assert_allclose(served.probabilities(frames()), expected, atol=1e-5)
+
+
+def test_bfloat16_serving_gives_the_same_labels_and_nearly_the_same_confidence(
+    color_checkpoint,
+):
+    exact = Classifier.load(color_checkpoint, "cpu", "float32").predict(frames())
+    fast = Classifier.load(color_checkpoint, "cpu", "bfloat16").predict(frames())
+    assert (
+        [p.label for p in fast]
+        == [p.label for p in exact]
+        == [name for name in sorted(COLORS) for _ in range(3)]
+    )
+    for a, b in zip(fast, exact, strict=True):
+        assert abs(a.confidence - b.confidence) < 0.02
+
+
+def test_precision_is_a_checked_config_key(tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        ModelConfig(precision="float16")
+
+
+def test_load_tested_warms_every_batch_size_and_refuses_a_missing_file(color_checkpoint, tmp_path):
+    classifier = load_tested(ModelConfig(path=str(color_checkpoint), device="cpu"), max_batch=4)
+    assert len(classifier.predict(frames()[:4])) == 4
+    with pytest.raises(SightdError):
+        load_tested(ModelConfig(path=str(tmp_path / "missing.safetensors"), device="cpu"))
