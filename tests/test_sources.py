@@ -4,6 +4,7 @@ import functools
 import http.server
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -117,9 +118,9 @@ def test_a_stream_url_is_read_by_a_thread_and_its_end_is_a_source_error(tmp_path
 
 
 def test_capture_publishes_paced_numbered_frames(config_file, procs):
-    config = config_file(cameras=[{"name": "cam0", "source": "synthetic", "fps": 20}])
+    config = config_file(cameras=[{"name": "cam0", "source": "synthetic", "fps": 20, "nice": 7}])
     frames = collect("frame", config, camera="cam0")
-    procs.sightd("capture", "-c", config, "--fps", "10")
+    capture = procs.sightd("capture", "-c", config, "--fps", "10")
     first = frames.wait_for(lambda m: True, timeout=30)
     last = frames.wait_for(lambda m: m["seq"] >= first["seq"] + 5)
     assert [m["seq"] for m in frames.items] == list(range(first["seq"], last["seq"] + 1))
@@ -128,6 +129,14 @@ def test_capture_publishes_paced_numbered_frames(config_file, procs):
     # --fps 10 overrides the config's 20: frames are never closer than the period.
     gaps = np.diff([m["captured_at"] for m in frames.items])
     assert np.median(gaps) >= 0.09
+    # Every thread (main, ZeroMQ's I/O, ...) runs at the camera's nice, below the worker's.
+    assert thread_nice_values(capture.pid) == {7}
+
+
+def thread_nice_values(pid: int) -> set[int]:
+    """The nice value of each of the process's threads, from /proc (field 19 of stat)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
 
 
 def test_a_failing_source_is_retried_and_reported_without_publishing_frames(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+from pathlib import Path
 
 import cv2
 import zmq
@@ -28,11 +30,23 @@ WAIT_STEP = 0.5  # longest wait of any kind: stop and the heartbeat stay prompt
 
 def run_capture(config: SightdConfig, camera: str, runtime: Runtime) -> None:
     """Publish `camera`'s frames until runtime.stop is set."""
+    lower_priority(config.camera(camera).nice)
     capture = Capture(config, config.camera(camera), runtime)
     try:
         capture.run()
     finally:
         capture.close()
+
+
+def lower_priority(nice: int) -> None:
+    """Run below the worker's CPU priority, every thread of this process (on Linux a thread's
+    nice value is its own: import-time pools exist already, later threads inherit it)."""
+    tasks = Path("/proc/self/task")
+    for tid in [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]:
+        with contextlib.suppress(OSError):  # a pool thread that has just exited
+            # Never raised: that needs privileges, and whoever started us may have niced us.
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class Backoff:
