@@ -8,7 +8,8 @@ arch; untrained weights cost the same time); a separate subscriber process (this
 
 - latency: receipt - captured_at, p50/p99, at 2 fps, 30 fps, and 8 cameras at 5 fps each;
 - throughput: labels/s with the sources unthrottled (fps 0), 1 and 8 cameras, against the bare
-  model measured here (batched forward passes, and frames -> probabilities with preprocessing);
+  model measured here (forward passes on batches of 64 and of 1, and JPEG frames -> probabilities
+  with decoding and preprocessing, batches of 8);
 - idle cost at 2 fps: CPU (% of one core) and RSS of capture + worker, from /proc;
 - frame age at inference (max) and frames dropped under load, from the worker's status;
 - baseline: the seed's live loop (grab a frame every 0.5 s, save it to a temporary folder, read
@@ -232,7 +233,7 @@ def report(results: dict) -> list[str]:
     lines.append(
         f"bare model, 1 thread: {bare['forward_per_s']:.0f} images/s (forward, batch 64); "
         f"{bare['forward_1_per_s']:.0f} images/s (forward, batch 1: all one camera can form); "
-        f"{bare['frames_per_s']:.0f} frames/s (640x480 frames -> probabilities, batch 8)"
+        f"{bare['frames_per_s']:.0f} frames/s (640x480 JPEG frames -> probabilities, batch 8)"
     )
     for name, r in results["scenarios"].items():
         if "unthrottled" in name:
