@@ -21,9 +21,9 @@ import pytest
 import zmq
 from conftest import color_frame, write_video
 from fault_support import Receiver, flood, jpeg_bomb, proc_kb, stamped, wait_for_subscription
+from mqtt_support import Broker, Reader
 from pipeline_support import Collector, Processes, running_processes
 from subscriber_harness import Bus, read_jsonl, wait_for
-from test_subscribers_mqtt import Broker, Reader
 
 from sightd.client import subscribe
 from sightd.config import load_config
