@@ -282,3 +282,20 @@ def test_sigterm_stops_the_whole_tree_within_10_s_with_exit_code_0(daemon):
     wait_for(lambda: not daemon.processes(), 10 - (time.monotonic() - began), "orphans", daemon)
     assert "STOPPING=1" in daemon.notes
     assert "sightd stopped" in daemon.log()
+
+
+def test_sigterm_to_the_whole_process_group_is_a_stop_not_a_crash(tmp_path, color_checkpoint):
+    # given a running tree (`timeout` and `kill -- -PGID` signal every process in it at once)
+    daemon = Daemon(tmp_path, color_checkpoint)
+    try:
+        next_label(daemon, timeout=60)
+
+        # when the whole group gets SIGTERM
+        os.killpg(daemon.process.pid, signal.SIGTERM)
+
+        # then the supervisor stops in order with exit code 0 and restarts nothing
+        assert daemon.process.wait(10) == 0, daemon.log()[-3000:]
+        after_stop = daemon.log().split("stopping (SIGTERM)", 1)[1]
+        assert "restarting" not in after_stop and "sightd stopped" in after_stop
+    finally:
+        daemon.kill()

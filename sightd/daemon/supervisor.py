@@ -118,7 +118,7 @@ class Supervisor:
         try:
             self.start()
             while not stop_requested.is_set():
-                self.watch(timeout=0.2)
+                self.watch(timeout=0.2, stopping=stop_requested)
         finally:
             self.stop()
 
@@ -168,9 +168,15 @@ class Supervisor:
 
     # ---- watching --------------------------------------------------------------------------
 
-    def watch(self, timeout: float) -> None:
-        """One round: read labels for up to `timeout`, then check every child once."""
+    def watch(self, timeout: float, stopping: threading.Event | None = None) -> None:
+        """One round: read labels for up to `timeout`, then check every child once.
+
+        Not once a stop has come meanwhile: a SIGTERM to the whole process group (`timeout`,
+        `kill -- -PGID`) ends the children with us, and those exits are no crashes to restart.
+        """
         self._read_labels(timeout)
+        if stopping is not None and stopping.is_set():
+            return
         now = time.monotonic()
         for child in self.children:
             self._check(child, now)
