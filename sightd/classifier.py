@@ -84,7 +84,8 @@ def inference_dtype(device: torch.device, precision: str) -> torch.dtype:
 
 
 def prepare_for_inference(model: torch.nn.Module, device: torch.device, dtype: torch.dtype):
-    """An eval-mode copy with batch norm folded into the convolutions, channels_last, `dtype`."""
+    """The network in eval mode, batch norm folded into the convolutions (a traced copy), in
+    channels_last layout and `dtype`, on `device`."""
     model = model.eval()
     try:  # torch.fx traces our ResNets; a network it cannot trace still runs, just unfused
         from torch.fx.experimental.optimization import fuse
