@@ -51,10 +51,10 @@ def read_image(path: str | Path, min_side: int = 0) -> np.ndarray | None:
         return None
     size = jpeg_size(data[:JPEG_HEADER_SEARCH].tobytes()) if min_side else None
     scale = jpeg_scale(*size, min_side) if size else 1
-    if scale > 1:  # EXIF orientation ignored, like IMREAD_UNCHANGED below
-        image = cv2.imdecode(data, _REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
-    else:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # Both apply EXIF orientation, as every photo viewer does: a portrait phone photo is stored
+    # sideways with a note to turn it. Alpha is dropped; 16-bit and float depths are kept.
+    flags = _REDUCED[scale] if scale > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    image = cv2.imdecode(data, flags)
     if image is None or image.size == 0:
         return None
     return to_bgr8(image)
@@ -83,9 +83,12 @@ def reduced_shape(width: int, height: int, scale: int) -> tuple[int, int, int]:
 
 
 def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray | None:
-    """A JPEG (already known to be one) as BGR uint8 at 1/scale of its size; None if broken."""
+    """A JPEG (already known to be one) as BGR uint8 at 1/scale of its size; None if broken.
+
+    EXIF orientation is ignored: a camera frame's pixels are as its header describes them.
+    """
     flag = _REDUCED[scale] if scale > 1 else cv2.IMREAD_COLOR
-    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

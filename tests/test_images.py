@@ -64,3 +64,19 @@ def test_a_reduced_decode_still_refuses_a_jpeg_that_lies_about_its_size():
     header, payload = unpack_frame(pack_frame("cam0", 0, color_frame("red"), 1.0))
     with pytest.raises(ProtocolError, match="does not match"):
         decode_image({**header, "width": 320}, payload, 64)
+
+
+def test_a_phone_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    """Given a landscape JPEG whose EXIF says "turn 90 degrees clockwise" (how phones store
+    portrait photos), when it is read, at full or reduced scale, then it comes back portrait."""
+    from PIL import Image
+
+    picture = photo(240, 320)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 clockwise to display
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(picture[..., ::-1]).save(path, exif=exif.tobytes(), quality=95)
+    upright = cv2.rotate(picture, cv2.ROTATE_90_CLOCKWISE)
+    full, reduced = read_image(path), read_image(path, 64)
+    assert full.shape == (320, 240, 3) and reduced.shape == (160, 120, 3)
+    assert np.abs(full.astype(int) - upright.astype(int)).mean() < 4
