@@ -7,10 +7,11 @@ import pytest
 import torch
 from conftest import COLORS, color_frame
 
-from sightd.checkpoint import load_checkpoint
+from sightd.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
 from sightd.classifier import Classifier
 from sightd.config import ModelConfig
 from sightd.errors import SightdError
+from sightd.model import create_model, model_names
 from sightd.preprocessing import preprocess
 from sightd.publishers.model_watcher import load_tested
 
@@ -29,6 +30,24 @@ def test_float32_serving_gives_the_checkpoints_own_probabilities(color_checkpoin
     served = Classifier.load(color_checkpoint, "cpu", "float32")
     assert served.dtype == torch.float32
     np.testing.assert_allclose(served.probabilities(frames()), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", model_names())
+def test_every_registered_network_is_served_unchanged_in_float32(arch, tmp_path):
+    """Batch norm folding holds for every block type (basic, bottleneck, projections)."""
+    torch.manual_seed(0)
+    network = create_model(arch, 4).eval()
+    for module in network.modules():  # trained-looking statistics, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, network, ModelInfo(arch, list("abcd"), 64, [0.5] * 3, [0.5] * 3))
+    with torch.no_grad():
+        expected = torch.softmax(network(preprocess(frames())), 1).numpy()
+    served = Classifier.load(path, "cpu", "float32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.model.modules())
+    np.testing.assert_allclose(served.probabilities(frames()), expected, atol=1e-4)
 
 
 def test_bfloat16_serving_gives_the_same_labels_and_nearly_the_same_confidence(
