@@ -55,6 +55,8 @@ def read_image(path: str | Path, min_side: int = 0) -> np.ndarray | None:
     # sideways with a note to turn it. Alpha is dropped; 16-bit and float depths are kept.
     flags = _REDUCED[scale] if scale > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     image = cv2.imdecode(data, flags)
+    if image is None:  # one-channel or 4-channel float and int32 TIFFs decode only unchanged
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         return None
     return to_bgr8(image)

@@ -132,6 +132,34 @@ def resnet50(num_classes: int = 10) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes)
 
 
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """For inference: fold each batch norm into the convolution before it, same outputs.
+
+    The convolution's weights and bias are rescaled and the batch norm becomes Identity, which
+    saves a pass over every activation. Only the pairs this module's forwards apply back to
+    back: convN -> bnN in a block, and a Conv2d followed by a BatchNorm2d in a Sequential.
+    Works in place on an eval-mode model (a trained one: batch statistics are frozen).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for module in list(model.modules()):
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+            continue
+        n = 1
+        while isinstance(getattr(module, f"conv{n}", None), nn.Conv2d) and isinstance(
+            getattr(module, f"bn{n}", None), nn.BatchNorm2d
+        ):
+            conv, bn = getattr(module, f"conv{n}"), getattr(module, f"bn{n}")
+            setattr(module, f"conv{n}", fuse_conv_bn_eval(conv, bn))
+            setattr(module, f"bn{n}", nn.Identity())
+            n += 1
+    return model
+
+
 def model_names() -> list[str]:
     return list(_REGISTRY)
 

@@ -80,3 +80,12 @@ def test_a_phone_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     full, reduced = read_image(path), read_image(path, 64)
     assert full.shape == (320, 240, 3) and reduced.shape == (160, 120, 3)
     assert np.abs(full.astype(int) - upright.astype(int)).mean() < 4
+
+
+def test_a_one_channel_float_tiff_is_still_read(tmp_path):
+    """OpenCV reads some depths only unchanged (float and int32 TIFFs with 1 or 4 channels)."""
+    path = tmp_path / "depth.tiff"
+    cv2.imwrite(str(path), np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64))
+    image = read_image(path)
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    assert image[0, 0, 0] < image[-1, -1, 0]  # the gradient survives the conversion
