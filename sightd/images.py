@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -49,8 +50,8 @@ def read_image(path: str | Path, min_side: int = 0) -> np.ndarray | None:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         return None
-    size = jpeg_size(data[:JPEG_HEADER_SEARCH].tobytes()) if min_side else None
-    scale = jpeg_scale(*size, min_side) if size else 1
+    header = jpeg_header(data[:JPEG_HEADER_SEARCH].tobytes()) if min_side else None
+    scale = jpeg_scale(header.width, header.height, min_side) if header else 1
     # Both apply EXIF orientation, as every photo viewer does: a portrait phone photo is stored
     # sideways with a note to turn it. Alpha is dropped; 16-bit and float depths are kept.
     flags = _REDUCED[scale] if scale > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
@@ -69,6 +70,7 @@ _REDUCED = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 _SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame, any coding
+_PROGRESSIVE_MARKERS = {0xC2, 0xC6, 0xCA, 0xCE}
 
 
 def jpeg_scale(width: int, height: int, min_side: int) -> int:
@@ -93,9 +95,15 @@ def decode_jpeg(data: bytes, scale: int = 1) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, read without decoding; None if there is
-    no JPEG frame header before the image data."""
+class JpegHeader(NamedTuple):
+    width: int
+    height: int
+    progressive: bool  # decoded from coefficient buffers the size of the whole image
+
+
+def jpeg_header(data: bytes) -> JpegHeader | None:
+    """Size and coding from a JPEG's frame header, read without decoding; None if there is no
+    JPEG frame header before the image data."""
     if data[:3] != b"\xff\xd8\xff":
         return None
     i = 2
@@ -105,7 +113,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
         elif marker in _SOF_MARKERS:  # length, precision, height, width
             height, width = struct.unpack_from(">HH", data, i + 5)
-            return width, height
+            return JpegHeader(width, height, marker in _PROGRESSIVE_MARKERS)
         elif marker == 0xDA or marker < 0xC0:  # image data before any frame header, or junk
             return None
         else:

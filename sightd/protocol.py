@@ -16,12 +16,15 @@ import cv2
 import msgpack
 import numpy as np
 
-from sightd.images import decode_jpeg, jpeg_scale, jpeg_size, reduced_shape
+from sightd.images import decode_jpeg, jpeg_header, jpeg_scale, reduced_shape
 
 VERSION = 1
 KINDS = ("frame", "label", "event", "status")
 ENCODINGS = ("jpeg", "bgr24")
 MAX_SIDE = 8192  # pixels; larger declared frames are hostile or broken
+# libjpeg keeps a progressive JPEG's coefficients for the whole image, whatever the output
+# scale: 8192x8192 took 432 MB where a baseline one took 53. Cameras send baseline JPEG.
+MAX_PROGRESSIVE_PIXELS = 4096 * 4096
 MAX_HEADER_BYTES = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _LIMITS = dict(  # msgpack decoding limits: no message can make us allocate much
@@ -135,11 +138,18 @@ def decode_image(header: dict[str, Any], payload: bytes, min_side: int = 0) -> n
         return np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3)
     # Checked before decoding: imdecode allocates what the file claims (a 700-byte JPEG saying
     # 30000x30000 took 5 GB and 9 s) and would decode PNG, TIFF, ... as readily as JPEG.
-    declared = jpeg_size(payload)
+    declared = jpeg_header(payload)
     if declared is None:
         raise ProtocolError("JPEG payload does not decode (no JPEG frame header)")
-    if declared != (width, height):
-        raise ProtocolError(f"JPEG size {declared[0]}x{declared[1]} does not match the header")
+    if (declared.width, declared.height) != (width, height):
+        raise ProtocolError(
+            f"JPEG size {declared.width}x{declared.height} does not match the header"
+        )
+    if declared.progressive and width * height > MAX_PROGRESSIVE_PIXELS:
+        raise ProtocolError(
+            f"progressive JPEG of {width}x{height} refused: over {MAX_PROGRESSIVE_PIXELS} "
+            "pixels it costs hundreds of MB to decode; send baseline JPEG"
+        )
     scale = jpeg_scale(width, height, min_side) if min_side else 1
     image = decode_jpeg(payload, scale)
     if image is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 import pytest
@@ -89,3 +91,15 @@ def test_a_one_channel_float_tiff_is_still_read(tmp_path):
     image = read_image(path)
     assert image.shape == (48, 64, 3) and image.dtype == np.uint8
     assert image[0, 0, 0] < image[-1, -1, 0]  # the gradient survives the conversion
+
+
+def test_a_huge_progressive_jpeg_is_refused_before_decoding_and_a_small_one_decodes():
+    """libjpeg holds a progressive JPEG's coefficients for the whole image (432 MB at 8192^2)."""
+    small = cv2.imencode(".jpg", photo(), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    header, payload = unpack_frame(pack_frame("cam0", 0, photo(), 1.0))
+    assert decode_image({**header}, small, 64).shape == (120, 160, 3)
+    # the same bytes claiming 5000x5000 in their frame header, and a frame header that agrees
+    sof = small.index(b"\xff\xc2")
+    huge = small[: sof + 5] + struct.pack(">HH", 5000, 5000) + small[sof + 9 :]
+    with pytest.raises(ProtocolError, match="progressive JPEG of 5000x5000 refused"):
+        decode_image({**header, "width": 5000, "height": 5000}, huge, 64)
