@@ -18,12 +18,20 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # .ci/run instal
 class Broker:
     """mosquitto on a free port, without persistence: a restart forgets retained messages."""
 
-    def __init__(self, folder, users: dict[str, str] | None = None, tls: bool = False):
+    def __init__(
+        self,
+        folder,
+        users: dict[str, str] | None = None,
+        tls: bool = False,
+        client_certificates: bool = False,
+    ):
         self.folder, self.port, self.process = folder, free_port(), None
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "user root"]
-        if tls:
-            self.cert = make_certificate(folder)
-            lines += [f"certfile {self.cert}", f"keyfile {folder / 'key.pem'}"]
+        if tls or client_certificates:
+            self.cert, self.key = make_certificate(folder), str(folder / "key.pem")
+            lines += [f"certfile {self.cert}", f"keyfile {self.key}"]
+        if client_certificates:  # only clients with a certificate this CA signed get in
+            lines += [f"cafile {self.cert}", "require_certificate true"]
         if users:
             passwords = folder / "passwords"
             passwords.write_text("".join(f"{name}:{pw}\n" for name, pw in users.items()))
@@ -67,14 +75,16 @@ def make_certificate(folder) -> str:
 class Reader:
     """A paho client subscribed to everything, keeping what arrives (retained flag included)."""
 
-    def __init__(self, port: int, username=None, password=None, ca_certs: str | None = None):
+    def __init__(
+        self, port: int, username=None, password=None, ca_certs=None, certfile=None, keyfile=None
+    ):
         self.messages: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
         if username:
             self.client.username_pw_set(username, password)
         if ca_certs:
-            self.client.tls_set(ca_certs=ca_certs)
+            self.client.tls_set(ca_certs=ca_certs, certfile=certfile, keyfile=keyfile)
         self.client.on_connect = lambda client, *_: client.subscribe("#")
         self.client.on_message = self._keep
         self.client.connect("127.0.0.1", port)

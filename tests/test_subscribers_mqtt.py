@@ -127,3 +127,30 @@ def test_mqtt_speaks_tls_to_a_broker_it_trusts(config_file, subscribers, broker)
         bus.event("thumbs_up")
         reader.wait("sightd/cam0/state", "thumbs_up")
     reader.close()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl makes the test certificate")
+def test_mqtt_logs_in_with_a_client_certificate_where_the_broker_demands_one(
+    config_file, subscribers, broker
+):
+    # given a broker that lets in only clients with a certificate its CA signed (the test CA
+    # signs itself, so its own certificate and key serve as the client's too)
+    mosquitto = broker(client_certificates=True)
+    tls = {"type": "mqtt", "port": mosquitto.port, "tls": True, "ca_certs": mosquitto.cert}
+    entry = {**tls, "certfile": mosquitto.cert, "keyfile": mosquitto.key}
+    stranger = {**tls, "client_id": "sightd-stranger"}  # TLS, but no certificate to show
+    path = config_file(subscribers=[entry, stranger])
+    reader = Reader(mosquitto.port, ca_certs=mosquitto.cert, certfile=mosquitto.cert,
+                    keyfile=mosquitto.key)  # fmt: skip
+    with Bus(path) as bus:
+        subscribers.start(path, "mqtt.0")
+        stranger_process = subscribers.start(path, "mqtt.1")
+        bus.wait_subscriptions(6)
+        # when an event arrives, then it reaches the broker from the subscriber with the
+        # certificate, while the one without is turned away and its status says so
+        bus.status_of("subscriber:mqtt.0", lambda body: body["state"] == "online")
+        bus.event("thumbs_up")
+        reader.wait("sightd/cam0/state", "thumbs_up")
+        bus.status_of("subscriber:mqtt.1", lambda body: body["state"] == "reconnecting")
+        wait_for(lambda: "could not connect" in stranger_process.err_path.read_text())
+    reader.close()

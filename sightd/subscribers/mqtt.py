@@ -60,7 +60,7 @@ class MqttSubscriber(Subscriber):
         self.lock = threading.Lock()
         self.states: dict[str, str] = {}  # camera -> stable label, re-published on connect
         self.cameras: set[str] = set(self.context.cameras)
-        self.connected = False
+        self.connected = self.refused = self.closing = False
         self.counts = {"published": 0, "unsent": 0, "connects": 0}
         self.availability = f"{cfg.topic_prefix}/availability"
         client_id = cfg.client_id or f"sightd-{cfg.node_id}-{os.getpid()}"
@@ -77,6 +77,7 @@ class MqttSubscriber(Subscriber):
         client.max_queued_messages_set(1000)  # QoS>0 while disconnected: bounded memory
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         self.client = client
         client.connect_async(cfg.host, cfg.port, cfg.keepalive)
         client.loop_start()  # its thread connects, and reconnects with backoff
@@ -128,6 +129,7 @@ class MqttSubscriber(Subscriber):
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.refused = True  # the disconnect that follows needs no second warning
             self.log.warning("mqtt: broker refused the connection: %s", reason_code)
             return
         self.log.info("mqtt: connected to %s:%d", self.config.host, self.config.port)
@@ -143,8 +145,20 @@ class MqttSubscriber(Subscriber):
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self.lock:
             was_connected, self.connected = self.connected, False
+        refused, self.refused = self.refused, False
+        if self.closing:
+            return
         if was_connected:
             self.log.warning("mqtt: disconnected (%s); reconnecting", reason_code)
+        elif not refused:  # e.g. a TLS broker that wants a client certificate closes early
+            self._could_not_connect(f"closed before the broker accepted it: {reason_code}")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._could_not_connect("no connection: broker down, wrong host or port, or TLS failed")
+
+    def _could_not_connect(self, why: str) -> None:
+        cfg = self.config
+        self.log.warning("mqtt: could not connect to %s:%d (%s); retrying", cfg.host, cfg.port, why)
 
     def _publish(self, topic: str, payload: str, qos: int, retain: bool = False):
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -186,6 +200,7 @@ class MqttSubscriber(Subscriber):
             info = self._publish(self.availability, "offline", 1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):  # not sent: the Will says it
                 info.wait_for_publish(2.0)
+        self.closing = True  # our own disconnect is no news
         self.client.disconnect()
         self.client.loop_stop()
 
