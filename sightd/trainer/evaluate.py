@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from sightd.checkpoint import ModelInfo, load_checkpoint
-from sightd.devices import has_fast_bf16, resolve_device
+from sightd.checkpoint import ModelInfo
+from sightd.classifier import Classifier
+from sightd.devices import has_fast_bf16
 from sightd.errors import SightdError
 from sightd.preprocessing import normalize
 from sightd.trainer.data import ImageSet, load_files, load_split, scan_folder
@@ -41,17 +42,24 @@ def predict_labels(model, data: ImageSet, mean, std, device: torch.device) -> to
 
 
 def evaluate_checkpoint(model_path: str | Path, data_dir: str | Path, split: str, device: str):
-    """(report, info, number of images) for `split` ("test" or "all") of `data_dir`."""
-    torch_device = resolve_device(device)
-    checkpoint = load_checkpoint(model_path, torch_device)
-    info: ModelInfo = checkpoint.info
+    """(report, info, number of images) for `split` ("test" or "all") of `data_dir`.
+
+    The model runs exactly as the live worker serves it (sightd.classifier), so the accuracy
+    reported is the accuracy of what labels the frames.
+    """
+    classifier = Classifier.load(model_path, device)
+    info: ModelInfo = classifier.info
     if split == "test":
         paths = _test_paths(Path(model_path).parent / "split.json", Path(data_dir), info)
     else:
         _, paths, _ = scan_folder(data_dir)
     data = load_files(data_dir, paths, info.classes, info.image_size)
-    model = checkpoint.model.to(torch_device, memory_format=torch.channels_last)
-    predicted = predict_labels(model, data, info.mean, info.std, torch_device)
+    predicted = torch.cat(
+        [
+            classifier.forward(normalize(images, info.mean, info.std)).argmax(dim=1).cpu()
+            for images in data.images.split(EVAL_BATCH)
+        ]
+    )
     return classification_report(data.labels, predicted, info.classes), info, len(data.paths)
 
 
