@@ -92,6 +92,7 @@ class Supervisor:
         self.ready = False
         self._labels: zmq.Socket | None = None
         self._next_status = 0.0
+        self._stopping = threading.Event()  # run() puts the real stop request here
 
     # ---- the checklist ---------------------------------------------------------------------
 
@@ -115,10 +116,11 @@ class Supervisor:
 
     def run(self, stop_requested: threading.Event) -> None:
         """start(), watch until `stop_requested` is set, then stop(), whatever happened."""
+        self._stopping = stop_requested
         try:
             self.start()
             while not stop_requested.is_set():
-                self.watch(timeout=0.2, stopping=stop_requested)
+                self.watch(timeout=0.2)
         finally:
             self.stop()
 
@@ -168,15 +170,9 @@ class Supervisor:
 
     # ---- watching --------------------------------------------------------------------------
 
-    def watch(self, timeout: float, stopping: threading.Event | None = None) -> None:
-        """One round: read labels for up to `timeout`, then check every child once.
-
-        Not once a stop has come meanwhile: a SIGTERM to the whole process group (`timeout`,
-        `kill -- -PGID`) ends the children with us, and those exits are no crashes to restart.
-        """
+    def watch(self, timeout: float) -> None:
+        """One round: read labels for up to `timeout`, then check every child once."""
         self._read_labels(timeout)
-        if stopping is not None and stopping.is_set():
-            return
         now = time.monotonic()
         for child in self.children:
             self._check(child, now)
@@ -190,7 +186,11 @@ class Supervisor:
         elif child.state != "running":
             return
         elif not child.process.is_alive():
-            self._failed(child, f"exited with code {child.process.exitcode}")
+            # Once a stop has come (its handler runs in this thread, so this sees it) an exit
+            # is no crash: a SIGTERM to the whole process group (`timeout`, `kill -- -PGID`)
+            # ends the children a moment after it reaches us.
+            if not self._stopping.is_set():
+                self._failed(child, f"exited with code {child.process.exitcode}")
         elif self._silent_for(child, now) > self._allowed_silence(child):
             log.warning(
                 "%s (pid %d): no heartbeat for %.1f s; killing it",
