@@ -6,6 +6,7 @@ Tests make their own small data; nothing is downloaded and no camera is needed.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,20 @@ def color_frame(name: str, size=(480, 640), rng: np.random.Generator | None = No
     frame[:] = COLORS[name]
     noise = rng.integers(-25, 26, size=frame.shape, dtype=np.int16)
     return np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition", detail=None):
+    """Poll `predicate` until it returns something truthy, and return that; at the deadline fail
+    naming `what`, with `detail()` (e.g. the end of a log) appended when given."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
+        time.sleep(0.02)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:

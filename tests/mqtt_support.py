@@ -9,8 +9,7 @@ import subprocess
 import threading
 
 import paho.mqtt.client as paho
-from conftest import free_port
-from subscriber_harness import wait_for
+from conftest import free_port, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # .ci/run installs it
 

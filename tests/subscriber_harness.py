@@ -29,18 +29,6 @@ from sightd.protocol import event_body, label_body, pack_message, status_body, u
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_pkg"
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Bus:
     """The worker's labels socket (an XPUB, so we see subscribers arrive) and status_in."""
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 import zmq
 from click.testing import CliRunner
-from conftest import color_frame, free_port, write_video
+from conftest import color_frame, free_port, wait_for, write_video
 
 from sightd import transport
 from sightd.cli import main
@@ -119,6 +119,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def tail(self) -> str:
+        """The end of the log, for failure messages."""
+        return self.log()[-3000:]
+
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # children too, if any is left
@@ -154,18 +158,8 @@ def next_label(daemon: Daemon, timeout: float, after: float = 0.0) -> dict:
                     return body
     finally:
         sock.close()
-    log = daemon.log()[-3000:]
+    log = daemon.tail()
     raise AssertionError(f"no label within {timeout} s; daemon log ends:\n{log}")
-
-
-def wait_for(condition, timeout: float, what: str, daemon: Daemon):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s: {what}\n{daemon.log()[-3000:]}")
 
 
 def test_labels_flow_and_ps_names_every_process_by_its_job(daemon):
@@ -187,7 +181,7 @@ def test_systemd_hears_ready_and_watchdog_pings(daemon):
     # given the daemon runs with NOTIFY_SOCKET and WATCHDOG_USEC set, as under systemd
     next_label(daemon, timeout=60)
     # when labels flow for a while
-    wait_for(lambda: "WATCHDOG=1" in daemon.notes, 5, "a watchdog ping", daemon)
+    wait_for(lambda: "WATCHDOG=1" in daemon.notes, 5, "a watchdog ping", daemon.tail)
     # then systemd was told READY=1 (once) before the first watchdog ping
     notes = daemon.notes
     assert notes.count("READY=1") == 1
@@ -197,9 +191,12 @@ def test_systemd_hears_ready_and_watchdog_pings(daemon):
 def test_a_crash_looping_subscriber_is_given_up_while_labels_keep_flowing(daemon):
     # given a subscriber plugin that raises at every start (max_restarts: 2 in 30 s)
     # when the supervisor has restarted it twice and it failed a third time
-    body = wait_for(lambda: _supervisor_status(daemon), 30, "status.supervisor", daemon)
+    body = wait_for(lambda: _supervisor_status(daemon), 30, "status.supervisor", daemon.tail)
     body = wait_for(
-        lambda: (b := _supervisor_status(daemon)) and b["given_up"] and b, 30, "giving up", daemon
+        lambda: (b := _supervisor_status(daemon)) and b["given_up"] and b,
+        30,
+        "giving up",
+        daemon.tail,
     )
 
     # then the status topic and the log say it was given up on, after 2 restarts
@@ -220,7 +217,9 @@ def _supervisor_status(daemon: Daemon) -> dict | None:
 def test_status_shows_every_component_and_the_label(daemon):
     # given the running daemon, which has given up on the crashy subscriber
     next_label(daemon, timeout=60)
-    wait_for(lambda: (b := _supervisor_status(daemon)) and b["given_up"], 30, "give-up", daemon)
+    wait_for(
+        lambda: (b := _supervisor_status(daemon)) and b["given_up"], 30, "give-up", daemon.tail
+    )
     # when the user asks for its status
     result = CliRunner().invoke(main, ["status", "-c", str(daemon.config_path), "--seconds", "2"])
     # then each component has a row with its state, and the camera's label is shown
@@ -260,7 +259,10 @@ def test_a_capture_whose_heartbeat_stops_is_killed_and_restarted(daemon):
 
     # then the supervisor kills it and starts a new one, and labels resume
     wait_for(
-        lambda: daemon.processes().get("sightd.capture:cam0", old) != old, 10, "restart", daemon
+        lambda: daemon.processes().get("sightd.capture:cam0", old) != old,
+        10,
+        "restart",
+        daemon.tail,
     )
     assert old not in daemon.processes().values()
     assert next_label(daemon, timeout=10, after=stopped_at + 2)
@@ -278,8 +280,10 @@ def test_sigterm_stops_the_whole_tree_within_10_s_with_exit_code_0(daemon):
     code = daemon.process.wait(10)
 
     # then the supervisor exited 0 within 10 s, no process of its group is left, systemd heard
-    assert code == 0, daemon.log()[-3000:]
-    wait_for(lambda: not daemon.processes(), 10 - (time.monotonic() - began), "orphans", daemon)
+    assert code == 0, daemon.tail()
+    wait_for(
+        lambda: not daemon.processes(), 10 - (time.monotonic() - began), "orphans", daemon.tail
+    )
     assert "STOPPING=1" in daemon.notes
     assert "sightd stopped" in daemon.log()
 
@@ -294,7 +298,7 @@ def test_sigterm_to_the_whole_process_group_is_a_stop_not_a_crash(tmp_path, colo
         os.killpg(daemon.process.pid, signal.SIGTERM)
 
         # then the supervisor stops in order with exit code 0 and restarts nothing
-        assert daemon.process.wait(10) == 0, daemon.log()[-3000:]
+        assert daemon.process.wait(10) == 0, daemon.tail()
         after_stop = daemon.log().split("stopping (SIGTERM)", 1)[1]
         assert "restarting" not in after_stop and "sightd stopped" in after_stop
     finally:

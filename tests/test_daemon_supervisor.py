@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from conftest import wait_for
 
 from sightd.config import load_config
 from sightd.daemon.child import ChildSpec
@@ -74,16 +75,6 @@ def supervise(config_file):
     for stop, thread in running:
         stop.set()
         thread.join(30)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def read(path: Path) -> str:

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-from conftest import color_frame, write_video
+from conftest import color_frame, wait_for, write_video
 from fault_support import Receiver, flood, jpeg_bomb, proc_kb, stamped, wait_for_subscription
 from mqtt_support import Broker, Reader
 from pipeline_support import Collector, Processes, running_processes
-from subscriber_harness import Bus, read_jsonl, wait_for
+from subscriber_harness import Bus, read_jsonl
 
 from sightd.client import subscribe
 from sightd.config import load_config

@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from subscriber_harness import Bus, Subscribers, wait_for
+from conftest import wait_for
+from subscriber_harness import Bus, Subscribers
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ import signal
 import sys
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_for
 from subscriber_harness import (
     Bus,
     Subscribers,
     complete_lines,
     plugin_pythonpath,
     read_jsonl,
-    wait_for,
 )
 
 from sightd.subscribers.registry import BUILTINS, subscriber_class

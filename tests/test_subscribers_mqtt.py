@@ -9,8 +9,9 @@ import shutil
 import signal
 
 import pytest
+from conftest import wait_for
 from mqtt_support import Broker, Reader
-from subscriber_harness import Bus, wait_for
+from subscriber_harness import Bus
 
 
 @pytest.fixture

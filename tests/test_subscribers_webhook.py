@@ -8,7 +8,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from subscriber_harness import Bus, wait_for
+from conftest import wait_for
+from subscriber_harness import Bus
 
 
 @pytest.fixture
