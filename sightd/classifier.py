@@ -55,12 +55,17 @@ class Classifier:
         return self.model(x).float()
 
     @torch.inference_mode()
+    def calibrated(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalised batch -> calibrated probabilities (the checkpoint's temperature)."""
+        return torch.softmax(self.forward(batch) / self.info.temperature, dim=1)
+
+    @torch.inference_mode()
     def probabilities(self, frames_bgr: list[np.ndarray]) -> np.ndarray:
-        """N frames -> N x classes probabilities (float32 numpy)."""
+        """N frames -> N x classes calibrated probabilities (float32 numpy)."""
         batch = preprocess(
             frames_bgr, self.info.image_size, self.info.mean, self.info.std, self.device
         )
-        return torch.softmax(self.forward(batch), dim=1).cpu().numpy()
+        return self.calibrated(batch).cpu().numpy()
 
     def predict(self, frames_bgr: list[np.ndarray]) -> list[Prediction]:
         classes = self.info.classes

@@ -37,9 +37,22 @@ class TrainConfig(Section):
         [0.7, 0.15, 0.15], min_length=3, max_length=3, description="train/validation/test"
     )
     arch: str = Field("seed", description="seed, resnet18, resnet34 or resnet50")
-    augment: bool = Field(
-        False, description="random shifts, zooms, rotations and colour jitter; never flips"
+    augment: Literal["auto"] | bool = Field(
+        "auto",
+        description="camera-like shifts, zooms, rotations, light, blur and noise; "
+        "auto = on for small sets",
     )
+    flip: bool = Field(False, description="also mirror left-right (only if mirrored looks alike)")
+    min_steps: int = Field(
+        300, ge=0, le=1_000_000, description="optimiser steps at least: small sets get more epochs"
+    )
+    patience: int = Field(
+        0, ge=0, le=10_000, description="stop after this many epochs without progress; 0 = auto"
+    )
+    init: str | None = Field(
+        None, description="ImageNet start: a torchvision state-dict file, or 'torchvision'"
+    )
+    calibrate: bool = Field(True, description="fit a temperature on the validation split")
     seed: int = Field(0, ge=0, description="seeds the split, the weights and augmentation")
     device: Device = "auto"
 
@@ -73,6 +86,24 @@ class CameraConfig(Section):
         10, ge=0, le=19, description="CPU priority below the worker's (0 = the same)"
     )  # under load the worker, the bottleneck, goes first: 8 unthrottled cameras got 25% of a
     # core for the worker at equal priority and 89% at nice 10
+
+    roi: list[float] | None = Field(
+        None, description="[x, y, width, height] as fractions of the frame: the part classified"
+    )
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_inside_frame(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return value
+        if len(value) != 4:
+            raise ValueError("expected [x, y, width, height], fractions of the frame")
+        x, y, width, height = value
+        if not (0 <= x < 1 and 0 <= y < 1 and 0 < width <= 1 and 0 < height <= 1):
+            raise ValueError("expected x, y in [0, 1) and width, height in (0, 1]")
+        if x + width > 1 + 1e-9 or y + height > 1 + 1e-9:
+            raise ValueError("the region must lie inside the frame: x + width and y + height <= 1")
+        return value
 
     @field_validator("resize")
     @classmethod
@@ -114,6 +145,12 @@ class ModelConfig(Section):
 
 class EventsConfig(Section):
     stable_frames: int = Field(3, ge=1, le=1000, description="frames a new label must hold")
+    min_hold_s: float = Field(
+        0.0, ge=0, le=3600, description="seconds a new label must hold, as well as stable_frames"
+    )
+    start_confidence: float = Field(
+        0.0, ge=0, le=1, description="mean confidence a new label needs over its frames to start"
+    )
 
 
 class SubscriberEntry(BaseModel):

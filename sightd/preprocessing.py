@@ -1,6 +1,10 @@
 """The one preprocessing path, shared by training and the live worker.
 
-BGR uint8 frame -> RGB -> resize to image size -> normalise (mean/std) -> CHW float tensor.
+BGR uint8 frame -> (camera roi) -> centre square -> resize to image size -> RGB -> normalise
+(mean/std) -> CHW float tensor. The aspect-ratio policy is one for training and serving: the
+largest centred square is kept and the rest cut off, so nothing is ever squashed and a square
+photo and a 4:3 camera frame show an object with the same shape.
+
 It is split in two steps so the trainer can cache the uint8 result of the first (decode and
 resize each file once) and run the second in batches on the device.
 """
@@ -18,8 +22,37 @@ DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the seed's normalisation: maps [0, 1] to [-1, 
 DEFAULT_STD = (0.5, 0.5, 0.5)
 
 
+def crop_roi(frame: np.ndarray, roi: Sequence[float] | None) -> np.ndarray:
+    """The camera's region of interest ([x, y, width, height], fractions of the frame): a view,
+    not a copy. At least one pixel each way, so a tiny region of a small frame stays valid."""
+    if roi is None:
+        return frame
+    height, width = frame.shape[:2]
+    x, y, w, h = roi
+    left, top = min(int(round(x * width)), width - 1), min(int(round(y * height)), height - 1)
+    right = max(left + 1, min(width, int(round((x + w) * width))))
+    bottom = max(top + 1, min(height, int(round((y + h) * height))))
+    return frame[top:bottom, left:right]
+
+
+def roi_min_side(size: int, roi: Sequence[float] | None) -> int:
+    """How large a frame's shorter side must be decoded for its roi to still cover `size`."""
+    if roi is None:
+        return size
+    return int(np.ceil(size / min(roi[2], roi[3])))
+
+
+def centre_square(frame: np.ndarray) -> np.ndarray:
+    """The largest centred square of a frame (a view): the one aspect-ratio policy."""
+    height, width = frame.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return frame[top : top + side, left : left + side]
+
+
 def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
-    """One BGR uint8 HxWx3 frame -> RGB uint8 size x size x 3."""
+    """One BGR uint8 HxWx3 frame -> its centre square as RGB uint8 size x size x 3."""
+    frame_bgr = centre_square(frame_bgr)
     height, width = frame_bgr.shape[:2]
     # INTER_AREA averages when shrinking (like PIL's antialiased resize in the seed).
     shrinking = height > size or width > size
