@@ -72,7 +72,7 @@ def test_grayscale_rgba_and_16_bit_images_arrive_as_8_bit_rgb(messy):
     [
         ("empty class folder", "has no image files"),
         ("only broken images", "has no image that can be decoded"),
-        ("too few images", "too few images to split"),
+        ("too few images", "too few images to train on"),
         ("no class folders", "has no class folders"),
         ("one class", "has one class folder"),
         ("missing folder", "does not exist"),
@@ -138,6 +138,25 @@ def test_a_class_too_small_to_split_is_named():
         split_indices(torch.tensor([0] * 30 + [1] * 2), ["common", "rare"], [0.7, 0.15, 0.15], 0)
 
 
+@pytest.mark.parametrize("count", [3, 4])
+def test_three_or_four_images_a_class_are_refused_with_how_many_to_add(count):
+    import torch
+
+    labels = torch.tensor([0] * count + [1] * count)
+    with pytest.raises(SightdError, match=f"at least 5 .*add {5 - count} or more to a"):
+        split_indices(labels, ["a", "b"], [0.7, 0.15, 0.15], 0)
+
+
+def test_five_images_a_class_put_one_of_each_class_in_every_part():
+    import torch
+
+    labels = torch.arange(10).repeat_interleave(5)  # ten classes of five: the smallest allowed
+    for seed in range(5):
+        split = split_indices(labels, [str(i) for i in range(10)], [0.7, 0.15, 0.15], seed)
+        for name in ("train", "val", "test"):
+            assert set(labels[split[name]].tolist()) == set(range(10)), (seed, name)
+
+
 def test_augmentation_varies_images_but_never_mirrors_them():
     import torch
 
@@ -157,3 +176,20 @@ def test_augmentation_varies_images_but_never_mirrors_them():
         out[:, 8:56, 40:60].float().mean((1, 2, 3)),
     )
     assert (left > right + 50).all()  # every image still bright on the left
+
+
+def test_flip_when_asked_mirrors_about_half_of_the_images():
+    import torch
+
+    from sightd.trainer.augment import Augment
+
+    image = torch.zeros(64, 64, 64, 3, dtype=torch.uint8)
+    image[:, :, :32] = 200
+    torch.manual_seed(0)
+
+    out = Augment(flip=True)(image)
+
+    left = out[:, 8:56, 4:24].float().mean((1, 2, 3))
+    right = out[:, 8:56, 40:60].float().mean((1, 2, 3))
+    mirrored = int((right > left + 50).sum())
+    assert 16 <= mirrored <= 48

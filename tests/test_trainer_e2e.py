@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({"train": {"out_dir": str(tmp / "runs"), "epochs": 9}}))
     args = ["train", str(data), "-c", str(config), "--epochs", "3", "--batch-size", "8"]
-    args += ["--image-size", "32"]
+    args += ["--image-size", "32", "--min-steps", "0"]  # exactly the epochs asked for
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return tmp, data, tmp / "runs" / "latest", result.output
@@ -47,7 +47,9 @@ def test_train_writes_a_complete_run_and_points_latest_at_it(trained):
     assert not list(tmp.rglob("*.tmp"))
     # the flag (3) beat the config file (9); one line per epoch with loss, accuracy, time
     epoch_lines = re.findall(
-        r"epoch +\d+/3 +train loss \d+\.\d+ +val accuracy \d\.\d+ +elapsed \d+\.\ds", output
+        r"epoch +\d+/3 +train loss \d+\.\d+ +val accuracy \d\.\d+ +val loss \d+\.\d+ +elapsed "
+        r"\d+\.\ds",
+        output,
     )
     assert len(epoch_lines) == 3
 

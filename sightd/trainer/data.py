@@ -129,34 +129,40 @@ def decode_files(root: Path, paths: list[str], size: int) -> tuple[torch.Tensor,
     return torch.from_numpy(images[: len(kept)]), kept
 
 
+MIN_IMAGES_PER_CLASS = 5  # one to validate, one to test, and at least three to learn from
+
+
 def split_indices(
     labels: torch.Tensor, classes: list[str], fractions: list[float], seed: int
 ) -> dict[str, np.ndarray]:
-    """Seeded, stratified train/val/test indices (scikit-learn), each sorted."""
-    from sklearn.model_selection import train_test_split
+    """Seeded train/val/test indices, each sorted, split class by class.
 
+    Each class is shuffled and cut on its own, with at least one image in validation and one
+    in test, so every part holds every class (scikit-learn's stratified split can leave a small
+    class out of one part, and then validation and test say nothing about it).
+    """
     y = labels.numpy()
     counts = np.bincount(y, minlength=len(classes))
-    smallest = int(counts.argmin())
-    # Each part must be able to hold at least one image of every class.
-    if counts[smallest] < 3 or min(round(len(y) * f) for f in fractions) < len(classes):
+    short = [(classes[i], int(c)) for i, c in enumerate(counts) if c < MIN_IMAGES_PER_CLASS]
+    if short:
+        name, count = min(short, key=lambda item: item[1])
+        others = f" (and to {len(short) - 1} other classes)" if len(short) > 1 else ""
         raise SightdError(
-            f"too few images to split into train/val/test ({len(y)} images, {len(classes)} "
-            f"classes, class {classes[smallest]!r} has {counts[smallest]}); add images: each class "
-            "needs at least 3 and each part at least one image per class"
+            f"too few images to train on: class {name!r} has {count}; each class needs at least "
+            f"{MIN_IMAGES_PER_CLASS} (three to learn from, one to validate, one to test): add "
+            f"{MIN_IMAGES_PER_CLASS - count} or more to {name}{others}; a few dozen a class "
+            "train well"
         )
-    val_share = fractions[1] / (fractions[1] + fractions[2])
-    everything = np.arange(len(y))
-    train, rest = train_test_split(
-        everything, train_size=fractions[0], stratify=y, random_state=seed
-    )
-    try:
-        val, test = train_test_split(
-            rest, train_size=val_share, stratify=y[rest], random_state=seed
-        )
-    except ValueError:  # a class with one image left over cannot be in both val and test
-        val, test = train_test_split(rest, train_size=val_share, random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    for label in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n_val = max(1, round(len(members) * fractions[1]))
+        n_test = max(1, round(len(members) * fractions[2]))
+        parts["val"] += members[:n_val].tolist()
+        parts["test"] += members[n_val : n_val + n_test].tolist()
+        parts["train"] += members[n_val + n_test :].tolist()
+    return {name: np.sort(np.array(parts[name], dtype=np.int64)) for name in SPLIT_NAMES}
 
 
 def save_split(path: Path, data: ImageSet, split: dict[str, np.ndarray], seed: int) -> None:
