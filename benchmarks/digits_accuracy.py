@@ -3,7 +3,7 @@
 Runs the real command in a child process (so its peak RSS is the command's own), reads the
 run's metrics.json and prints one line per figure. Usage:
 
-    python benchmarks/digits_accuracy.py [--epochs N] [--seed N] [--augment]
+    python benchmarks/digits_accuracy.py [--epochs N] [--seed N] [--augment auto|on|off]
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, help="default: the config default (15)")
     parser.add_argument("--seed", type=int, help="default: the config default (0)")
-    parser.add_argument("--augment", action="store_true", help="default: off, as configured")
+    parser.add_argument(
+        "--augment", choices=["auto", "on", "off"], help="default: auto (off for digits)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -31,7 +33,7 @@ def main() -> None:
         command = [*SIGHTD, "train", str(tmp / "digits"), "--out", str(tmp / "run")]
         command += ["--epochs", str(args.epochs)] if args.epochs else []
         command += ["--seed", str(args.seed)] if args.seed is not None else []
-        command += ["--augment"] if args.augment else []
+        command += ["--augment", args.augment] if args.augment else []
         # An empty config: the built-in defaults, whatever ./config.yaml says.
         config = tmp / "empty.yaml"
         config.write_text("{}\n")

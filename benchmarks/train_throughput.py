@@ -39,7 +39,7 @@ from sightd.model import create_model
 from sightd.trainer import evaluate
 from sightd.trainer.augment import Augment
 from sightd.trainer.data import decode_files, scan_folder
-from sightd.trainer.train import train_epoch
+from sightd.trainer.train import Plan, train_epoch
 
 CLASSES = 10
 
@@ -115,10 +115,11 @@ def sightd(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig):
     targets, device = torch.tensor(labels), torch.device("cpu")
     model = create_model(cfg.arch, CLASSES).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    augment = Augment() if cfg.augment else None
+    augment = Augment() if cfg.augment is True else None
+    plan = Plan(cfg.batch_size, cfg.epochs, 0, augment is not None, cfg.epochs, "benchmark")
 
     def epoch(number: int) -> None:
-        train_epoch(model, optimizer, images, targets, cfg, augment, device, number)
+        train_epoch(model, optimizer, images, targets, cfg, plan, augment, device, number)
 
     return decode, epoch
 
@@ -152,7 +153,8 @@ def main() -> None:
     parser.add_argument("--arch", default="seed")
     parser.add_argument("--augment", action="store_true", help="sightd augments (more work)")
     args = parser.parse_args()
-    cfg = TrainConfig(arch=args.arch, augment=args.augment)  # else defaults: batch 64, 64 px
+    # else the defaults for a set this size: batch 64, 64 px (640 photos: augmentation off)
+    cfg = TrainConfig(arch=args.arch, augment=args.augment)
     torch.manual_seed(0)
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
