@@ -77,61 +77,156 @@ def train(
     show_default=True,
     help="test: the images split.json (beside MODEL) held out in training; all: every image.",
 )
-@click.option("--plot", type=click.Path(dir_okay=False), help="Confusion matrix PNG to write.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Confusion matrix PNG (default: eval_confusion_matrix_<split>.png beside MODEL).",
+)
+@click.option(
+    "--misclassified",
+    "misclassified_path",
+    type=click.Path(dir_okay=False),
+    help="Grid of the worst mistakes (default: misclassified_<split>.png beside MODEL).",
+)
 @device_option
-def evaluate(model_path, data_dir, split, plot, device):
-    """Accuracy, per-class table and confusion matrix of MODEL on DATA_DIR.
+def evaluate(model_path, data_dir, split, plot, misclassified_path, device):
+    """Accuracy, per-class table, confusion matrix and calibration of MODEL on DATA_DIR.
 
-    The matrix is also drawn to --plot (default: eval_confusion_matrix.png beside MODEL).
+    Draws the matrix to --plot and the most confidently wrong images (up to 25) to
+    --misclassified; both files are written on every run, named after the split by default.
     """
     from pathlib import Path
 
-    from sightd.trainer.evaluate import evaluate_checkpoint
+    from sightd.trainer.evaluate import ECE_BINS, evaluate_checkpoint
     from sightd.trainer.metrics import format_report
     from sightd.trainer.plots import save_confusion_matrix
 
-    report, info, count = evaluate_checkpoint(model_path, data_dir, split, device or "auto")
-    click.echo(f"{info.arch} on {count} images ({split} split of {data_dir})")
-    click.echo(format_report(report))
-    plot = Path(plot) if plot else Path(model_path).parent / "eval_confusion_matrix.png"
-    save_confusion_matrix(plot, report["confusion_matrix"], info.classes, f"{split} split")
+    result = evaluate_checkpoint(model_path, data_dir, split, device or "auto")
+    info = result.info
+    click.echo(f"{info.arch} on {len(result.data.paths)} images ({split} split of {data_dir})")
+    click.echo(format_report(result.report))
+    click.echo(
+        f"\nexpected calibration error {result.ece:.4f} "
+        f"({ECE_BINS} bins, temperature {info.temperature:g})"
+    )
+    beside = Path(model_path).parent
+    plot = Path(plot) if plot else beside / f"eval_confusion_matrix_{split}.png"
+    save_confusion_matrix(plot, result.report["confusion_matrix"], info.classes, f"{split} split")
     click.echo(f"confusion matrix drawn to {plot}")
+    grid = Path(misclassified_path or beside / f"misclassified_{split}.png")
+    _report_mistakes(result, grid)
+
+
+def _report_mistakes(result, path) -> None:
+    """List the worst mistakes, most confident first, and draw them (or a note: none) to path."""
+    from sightd.trainer.plots import save_misclassified
+
+    worst = result.worst_mistakes()
+    if not worst:
+        save_misclassified(path, [], [])
+        click.echo(f"\nno image misclassified ({path} says so)")
+        return
+    classes, data = result.info.classes, result.data
+    click.echo(f"\n{int((~result.correct).sum())} misclassified; the most confident mistakes:")
+    titles = []
+    for i in worst:
+        true, guess = classes[int(data.labels[i])], classes[int(result.predicted[i])]
+        confidence = float(result.confidence[i])
+        click.echo(f"  {data.paths[i]}\ttrue {true}\tpredicted {guess}\t{confidence:.4f}")
+        titles.append(f"true {true}\npredicted {guess} {confidence:.3f}")
+    save_misclassified(path, [data.images[i].numpy() for i in worst], titles)
+    click.echo(f"the {len(worst)} drawn to {path}")
 
 
 @click.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", metavar="IMAGE_OR_FOLDER...", nargs=-1, required=True)
+@config_option
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    help="Below it the label is unknown (default: the config's model.min_confidence).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with scores.")
 @device_option
-def predict(model_path, images, as_json, device):
-    """Label IMAGE files with MODEL: one line each (path, label, confidence).
+def predict(model_path, images, config_path, min_confidence, as_json, device):
+    """Label images with MODEL: one line each (path, label, confidence).
 
-    An image that cannot be decoded is reported on stderr; the exit status is then 1.
+    A folder stands for every image file under it (hidden ones skipped). Below the minimum
+    confidence the label is unknown, as the live worker says, and the top guess follows it.
+    A file that is missing or cannot be decoded is reported on stderr; the others are still
+    labelled and the exit status is then 1.
     """
     from sightd.classifier import Classifier
-    from sightd.images import read_image
+    from sightd.config import load_config, override
+    from sightd.publishers.events import UNKNOWN, decide_label
 
+    model_cfg = override(load_config(config_path).model, "model", min_confidence=min_confidence)
     classifier = Classifier.load(model_path, device or "auto")
-    failed = 0
-    for start in range(0, len(images), 64):  # bounded memory for thousands of files
-        chunk = images[start : start + 64]
-        frames = [read_image(path, classifier.info.image_size) for path in chunk]
-        for path, frame in zip(chunk, frames, strict=True):
-            if frame is None:
-                click.echo(f"warning: skipping {path}: cannot be decoded as an image", err=True)
-                failed += 1
-        readable = [
-            (path, frame) for path, frame in zip(chunk, frames, strict=True) if frame is not None
-        ]
+    paths, failed = _expand(images)
+    for start in range(0, len(paths), 64):  # bounded memory for thousands of files
+        chunk = paths[start : start + 64]
+        frames = [_read(path, classifier.info.image_size) for path in chunk]
+        failed += sum(frame is None for frame in frames)
+        readable = [(p, f) for p, f in zip(chunk, frames, strict=True) if f is not None]
         predictions = classifier.predict([frame for _, frame in readable]) if readable else []
         for (path, _), pred in zip(readable, predictions, strict=True):
+            label = decide_label(pred.label, pred.confidence, model_cfg.min_confidence)
             if as_json:
-                row = {"path": path, "label": pred.label, "confidence": pred.confidence}
-                click.echo(json.dumps({**row, "scores": pred.scores}))
+                row = {"path": path, "label": label, "confidence": pred.confidence}
+                click.echo(json.dumps({**row, "top": pred.label, "scores": pred.scores}))
             else:
-                click.echo(f"{path}\t{pred.label}\t{pred.confidence:.4f}")
+                guess = f"\t(top guess: {pred.label})" if label == UNKNOWN else ""
+                click.echo(f"{path}\t{label}\t{pred.confidence:.4f}{guess}")
     if failed:
         sys.exit(1)
+
+
+def _expand(arguments) -> tuple[list[str], int]:
+    """(image paths to label, number of arguments skipped): a folder becomes every visible
+    image file under it, in name order; a missing path or an empty folder is reported."""
+    from pathlib import Path
+
+    from sightd.images import is_image_file
+
+    paths, skipped = [], 0
+    for argument in arguments:
+        root = Path(argument)
+        if root.is_dir():
+            found = [
+                str(p)
+                for p in sorted(root.rglob("*"))
+                if is_image_file(p)
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            ]
+            if not found:
+                _skip(argument, "no image files in this folder")
+                skipped += 1
+            paths += found
+        elif root.exists():
+            paths.append(argument)  # named on purpose: tried whatever its extension
+        else:
+            _skip(argument, "no such file or folder")
+            skipped += 1
+    return paths, skipped
+
+
+def _read(path: str, size: int):
+    """The image as a BGR frame, or None after saying on stderr why it cannot be."""
+    from sightd.images import read_image
+
+    try:
+        frame = read_image(path, size)
+    except OSError as exc:  # unreadable (permissions), or gone since the folder was listed
+        _skip(path, f"cannot be read ({exc.strerror or exc})")
+        return None
+    if frame is None:
+        _skip(path, "cannot be decoded as an image")
+    return frame
+
+
+def _skip(path, reason: str) -> None:
+    click.echo(f"skipping {path}: {reason}", err=True)
 
 
 @click.group()

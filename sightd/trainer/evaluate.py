@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sightd.checkpoint import ModelInfo
@@ -14,9 +17,11 @@ from sightd.devices import has_fast_bf16
 from sightd.errors import SightdError
 from sightd.preprocessing import normalize
 from sightd.trainer.data import ImageSet, load_files, load_split, scan_folder
-from sightd.trainer.metrics import classification_report
+from sightd.trainer.metrics import classification_report, expected_calibration_error
 
 EVAL_BATCH = 256  # no gradients are kept, so bigger batches than training fit
+ECE_BINS = 15  # the usual choice since Guo et al. 2017, so figures compare with papers'
+WORST_MISTAKES = 25  # a 5 x 5 grid: enough to see a pattern, small enough to look at each
 
 
 def autocast(device: torch.device) -> AbstractContextManager:
@@ -29,23 +34,45 @@ def to_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return normalize(images, mean, std).contiguous(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
-def predict_labels(model, data: ImageSet, mean, std, device: torch.device) -> torch.Tensor:
-    """The class index the model gives each image (on the CPU)."""
-    model.eval()
-    out = []
-    for images in data.images.split(EVAL_BATCH):
-        with autocast(device):
-            logits = model(to_input(images.to(device), mean, std))
-        out.append(logits.argmax(dim=1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+@dataclass
+class Evaluation:
+    """A model's calibrated answers on a set of labelled images."""
+
+    info: ModelInfo
+    data: ImageSet
+    probabilities: np.ndarray  # N x classes, calibrated with the checkpoint's temperature
+    report: dict  # classification_report of the top-class labels
+
+    @cached_property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        return self.probabilities.max(axis=1)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.data.labels.numpy()
+
+    @property
+    def ece(self) -> float:
+        return expected_calibration_error(self.confidence, self.correct, ECE_BINS)
+
+    def worst_mistakes(self, limit: int = WORST_MISTAKES) -> list[int]:
+        """Indices of misclassified images, the most confidently wrong first (at most limit)."""
+        wrong = np.flatnonzero(~self.correct)
+        order = np.argsort(-self.confidence[wrong], kind="stable")  # ties keep file order
+        return wrong[order][:limit].tolist()
 
 
-def evaluate_checkpoint(model_path: str | Path, data_dir: str | Path, split: str, device: str):
-    """(report, info, number of images) for `split` ("test" or "all") of `data_dir`.
+def evaluate_checkpoint(
+    model_path: str | Path, data_dir: str | Path, split: str, device: str
+) -> Evaluation:
+    """The model's answers on `split` ("test" or "all") of `data_dir`.
 
-    The model runs exactly as the live worker serves it (sightd.classifier), so the accuracy
-    reported is the accuracy of what labels the frames.
+    The model runs exactly as the live worker serves it (sightd.classifier, with its calibration
+    temperature), so the figures reported are those of what labels the frames.
     """
     classifier = Classifier.load(model_path, device)
     info: ModelInfo = classifier.info
@@ -54,13 +81,14 @@ def evaluate_checkpoint(model_path: str | Path, data_dir: str | Path, split: str
     else:
         _, paths, _ = scan_folder(data_dir)
     data = load_files(data_dir, paths, info.classes, info.image_size)
-    predicted = torch.cat(
+    probabilities = torch.cat(
         [
-            classifier.forward(normalize(images, info.mean, info.std)).argmax(dim=1).cpu()
+            classifier.calibrated(normalize(images, info.mean, info.std)).cpu()
             for images in data.images.split(EVAL_BATCH)
         ]
-    )
-    return classification_report(data.labels, predicted, info.classes), info, len(data.paths)
+    ).numpy()
+    report = classification_report(data.labels, probabilities.argmax(axis=1), info.classes)
+    return Evaluation(info, data, probabilities, report)
 
 
 def _test_paths(split_file: Path, data_dir: Path, info: ModelInfo) -> list[str]:
