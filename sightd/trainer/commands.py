@@ -36,13 +36,36 @@ device_option = click.option(
 @click.option("--image-size", type=int, help="Square network input, pixels.")
 @device_option
 @click.option(
-    "--augment/--no-augment",
-    default=None,
-    help="Random shifts, zooms, rotations, jitter; no flips.",
+    "--augment",
+    type=click.Choice(["auto", "on", "off"]),
+    help="Camera-like shifts, zooms, rotations, light, blur, noise, cover; auto = small sets.",
 )
+@click.option("--flip/--no-flip", default=None, help="Also mirror images (off: no flips).")
+@click.option("--min-steps", type=int, help="Optimiser steps at least (0: fixed epochs).")
+@click.option("--patience", type=int, help="Stop after N epochs without progress (0: auto).")
+@click.option(
+    "--init",
+    metavar="PATH|torchvision",
+    help="Start resnet18/34/50 from ImageNet: a torchvision state dict, or 'torchvision'.",
+)
+@click.option("--calibrate/--no-calibrate", default=None, help="Fit a temperature on validation.")
 @click.option("--seed", type=int, help="Seeds the split, weights and augmentation.")
 def train(
-    data_dir, config_path, run_dir, epochs, arch, batch_size, image_size, device, augment, seed
+    data_dir,
+    config_path,
+    run_dir,
+    epochs,
+    arch,
+    batch_size,
+    image_size,
+    device,
+    augment,
+    flip,
+    min_steps,
+    patience,
+    init,
+    calibrate,
+    seed,
 ):
     """Train a classifier on DATA_DIR (one folder of images per class).
 
@@ -61,7 +84,12 @@ def train(
         batch_size=batch_size,
         image_size=image_size,
         device=device,
-        augment=augment,
+        augment={"on": True, "off": False}.get(augment, augment),
+        flip=flip,
+        min_steps=min_steps,
+        patience=patience,
+        init=init,
+        calibrate=calibrate,
         seed=seed,
     )
     run_training(cfg, data_dir or cfg.data_dir, run_dir)
