@@ -198,14 +198,24 @@ def label_body(
 
 
 def event_body(
-    camera: str, label: str, previous: str | None, confidence: float, seq: int
+    camera: str,
+    label: str,
+    previous: str | None,
+    confidence: float,
+    seq: int,
+    frames: int = 1,
+    held_s: float = 0.0,
 ) -> dict[str, Any]:
+    """A stable-label change; confidence is the mean over the `frames` that made it, which
+    spanned `held_s` seconds of captured_at, and seq is the last of them."""
     return {
         "camera": camera,
         "type": "changed",
         "label": label,
         "previous": previous,
         "confidence": confidence,
+        "frames": frames,
+        "held_s": held_s,
         "at": time.time(),
         "seq": seq,
     }

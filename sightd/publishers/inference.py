@@ -1,8 +1,9 @@
 """The inference worker: newest frame of every camera -> one batch -> labels, events, status.
 
 Each cycle drains the frame socket (intake.py), drops frames older than model.max_frame_age,
-classifies the rest in one forward pass, and publishes a label per frame and an event when a
-camera's stable label changes (events.py). The model file is hot-reloaded (model_watcher.py).
+crops each camera's roi, classifies the rest in one forward pass, and publishes a label per
+frame and an event when a camera's stable label changes (events.py). The model file is
+hot-reloaded (model_watcher.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import numpy as np
 import torch
 import zmq
 
 from sightd.classifier import Classifier
-from sightd.config import SightdConfig
+from sightd.config import EventsConfig, SightdConfig
+from sightd.preprocessing import crop_roi, roi_min_side
 from sightd.process import RateMeter, Runtime
 from sightd.protocol import decode_image, event_body, label_body, pack_message, status_body
 from sightd.publishers.events import Debouncer, decide_label
@@ -37,6 +40,18 @@ def run_inference(config: SightdConfig, runtime: Runtime) -> None:
         worker.run()
     finally:
         worker.close()
+
+
+def model_input(
+    header: dict[str, Any], payload: bytes, image_size: int, roi: list[float] | None
+) -> np.ndarray:
+    """The pixels the model classifies: the camera's roi of the frame, decoded at the smallest
+    JPEG scale at which that roi still covers the model's input size."""
+    return crop_roi(decode_image(header, payload, roi_min_side(image_size, roi)), roi)
+
+
+def debouncer(events: EventsConfig) -> Debouncer:
+    return Debouncer(events.stable_frames, events.min_hold_s, events.start_confidence)
 
 
 def limit_threads(threads: int) -> None:
@@ -74,9 +89,10 @@ class Worker:
             raise
         self.watcher = ModelWatcher(model, signature, max_batch) if model.reload else None
         cameras = {c.name for c in config.cameras}
+        self.rois = {c.name: c.roi for c in config.cameras}
         sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
         self.intake = FrameIntake(sub, cameras, config.frame_endpoints())
-        self.debouncers = {name: Debouncer(config.events.stable_frames) for name in cameras}
+        self.debouncers = {name: debouncer(config.events) for name in cameras}
         self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
         self.cycle, self.rate = CycleFigures(), RateMeter()
         self.next_status_at = time.monotonic()
@@ -125,7 +141,8 @@ class Worker:
 
     def _decode(self, header: dict[str, Any], payload: bytes):
         try:
-            return decode_image(header, payload, self.classifier.info.image_size)
+            size, roi = self.classifier.info.image_size, self.rois[header["camera"]]
+            return model_input(header, payload, size, roi)
         except Exception as exc:  # ProtocolError, or whatever else a hostile payload finds
             self.decode_errors += 1
             self.intake.counts.last_malformed = str(exc)[:200]
@@ -149,13 +166,19 @@ class Worker:
         self.cycle.classified += 1
         self.cycle.latency_sum += age
         self.cycle.max_age = max(self.cycle.max_age, age)
-        change = self.debouncers[camera].update(label)
+        change = self.debouncers[camera].update(label, confidence, header["captured_at"])
         if change is not None:
-            previous, new = change
-            log.info("%s: %s -> %s", camera, previous, new)
-            self._send(
-                pack_message("event", camera, event_body(camera, new, previous, confidence, seq))
+            log.info("%s: %s -> %s", camera, change.previous, change.label)
+            event = event_body(
+                camera,
+                change.label,
+                change.previous,
+                change.confidence,
+                seq,
+                frames=change.frames,
+                held_s=change.held_s,
             )
+            self._send(pack_message("event", camera, event))
 
     def _swap_model_if_ready(self) -> None:
         new = self.watcher.take() if self.watcher is not None else None
