@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import numpy as np
 from click.testing import CliRunner
 from conftest import color_frame, write_video
 
@@ -60,3 +61,57 @@ def test_collect_names_a_missing_source_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(f"Error: cannot record from {missing}")
     assert "Traceback" not in result.output
+
+
+def two_halves(size=(48, 64)):
+    """A frame whose left half is red and right half blue."""
+    height, width = size
+    left, right = (
+        color_frame("red", (height, width // 2)),
+        color_frame("blue", (height, width // 2)),
+    )
+    return np.hstack([left, right])
+
+
+def test_collect_records_the_cameras_roi_as_the_worker_will_classify_it(tmp_path, config_file):
+    # given a camera that films red on the left, blue on the right, and classifies the right half
+    video = write_video(tmp_path / "cam.avi", [two_halves()] * 5, fps=10)
+    camera = {"name": "cam0", "source": str(video), "roi": [0.5, 0.0, 0.5, 1.0]}
+    config = config_file(cameras=[camera])
+    # when images are collected from it
+    result = collect("right", "-c", str(config), "--count", "2", "--data", str(tmp_path / "d"))
+    # then they hold only the right half: blue, half as wide as the frame
+    assert result.exit_code == 0, result.output
+    image = cv2.imread(str(tmp_path / "d" / "right" / "0000.png"))
+    assert image.shape == (48, 32, 3)
+    assert image[..., 0].mean() > 150 and image[..., 2].mean() < 100  # blue, no red
+
+
+def test_collect_roi_flag_overrides_the_config_and_none_records_the_whole_frame(
+    tmp_path, config_file
+):
+    # given a camera that resizes its frames to 32x24 and classifies the right half
+    video = write_video(tmp_path / "cam.avi", [two_halves()] * 5, fps=10)
+    camera = {"name": "cam0", "source": str(video), "roi": [0.5, 0, 0.5, 1], "resize": [32, 24]}
+    config = config_file(cameras=[camera])
+    data = tmp_path / "d"
+
+    def recorded(label: str, roi: str):
+        result = collect(
+            label, "-c", str(config), "--count", "1", "--data", str(data), "--roi", roi
+        )
+        assert result.exit_code == 0, result.output
+        return cv2.imread(str(data / label / "0000.png"))
+
+    # when --roi asks for the left half, then it is recorded from the resized frame: red, 16x24
+    left = recorded("left", "0,0,0.5,1")
+    assert left.shape == (24, 16, 3) and left[..., 2].mean() > 150
+    # when --roi none, then the whole resized frame is recorded
+    assert recorded("whole", "none").shape == (24, 32, 3)
+
+
+def test_collect_refuses_a_roi_outside_the_frame_in_one_line(tmp_path):
+    result = collect("x", "--source", "synthetic", "--data", str(tmp_path), "--roi", "0.8,0,0.5,1")
+    assert result.exit_code == 2
+    assert "Invalid value for --roi: the region must lie inside the frame" in result.output
+    assert not list(tmp_path.iterdir())

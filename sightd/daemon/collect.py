@@ -1,7 +1,9 @@
 """`sightd collect`: record one class's training images from a camera, like Teachable Machine.
 
 A countdown gives the user time to get into the picture; then `count` frames, `fps` a second,
-go to DIR/LABEL/NNNN.png (written atomically), numbered after the images already there.
+go to DIR/LABEL/NNNN.png (written atomically), numbered after the images already there. Each
+image is what the worker will classify from that camera: the frame resized as its capture
+publishes it (`resize`), then cut to its `roi`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from sightd.config import CameraConfig
+from sightd.config import CameraConfig, validate
 from sightd.errors import SightdError
 
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -29,6 +31,33 @@ def check_label(label: str) -> str:
             param_hint="LABEL",
         )
     return label
+
+
+def parse_roi(text: str) -> list[float] | None:
+    """--roi: "x,y,w,h" (fractions of the frame), or "none" for the whole frame."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        roi = [float(part) for part in text.split(",")]
+        validate(CameraConfig, {"roi": roi})
+    except (ValueError, SightdError) as exc:
+        problem = str(exc).removeprefix("roi: ") if isinstance(exc, SightdError) else ""
+        raise click.BadParameter(
+            problem or "expected x,y,width,height as fractions of the frame, e.g. 0.25,0,0.5,1",
+            param_hint="--roi",
+        ) from None
+    return roi
+
+
+def camera_view(frame, camera: CameraConfig):
+    """The frame as the worker classifies it: resized like its capture does, then the roi."""
+    import cv2
+
+    from sightd.preprocessing import crop_roi
+
+    if camera.resize:
+        frame = cv2.resize(frame, tuple(camera.resize), interpolation=cv2.INTER_AREA)
+    return crop_roi(frame, camera.roi)
 
 
 def next_number(folder: Path) -> int:
@@ -61,7 +90,7 @@ def record(camera: CameraConfig, folder: Path, count: int, fps: float, countdown
                 if frame is None:
                     click.echo(f"{describe(camera)} ended after {written} images")
                     break
-                ok, png = cv2.imencode(".png", frame)
+                ok, png = cv2.imencode(".png", camera_view(frame, camera))
                 if not ok:
                     raise SightdError("could not encode a frame as PNG")
                 atomic_write_bytes(folder / f"{first + written:04d}.png", png.tobytes())

@@ -189,6 +189,13 @@ def demo(seconds: float, workdir: str | None, epochs: int | None, retrain: bool)
 @click.option(
     "--countdown", type=click.IntRange(0, 60), default=3, show_default=True, help="Seconds."
 )
+@click.option(
+    "--roi",
+    default=None,
+    metavar="X,Y,W,H",
+    help="Record only this part of the frame, as fractions (e.g. 0.25,0,0.5,1), or 'none' "
+    "for all of it (default: the camera's roi from the config).",
+)
 def collect(
     label: str,
     config_path: str | None,
@@ -197,20 +204,24 @@ def collect(
     fps: float,
     data: str | None,
     countdown: int,
+    roi: str | None,
 ) -> None:
     """Record training images of LABEL from a camera into DATA/LABEL/.
 
-    Collect a few classes, then `sightd train DATA`. Images already in the folder are kept;
-    new ones are numbered after them.
+    What is recorded is what the worker will classify: the camera's roi (and resize). Collect
+    a few classes, then `sightd train DATA`. Images already in the folder are kept; new ones
+    are numbered after them.
     """
     from sightd.config import CameraConfig, load_config, override
-    from sightd.daemon.collect import check_label, record
+    from sightd.daemon.collect import check_label, parse_roi, record
     from sightd.images import is_image_file
 
     config = load_config(config_path)
     check_label(label)
     camera = config.cameras[0] if config.cameras else CameraConfig()
     camera = override(camera, "cameras[0]", source=source, loop=False)
+    if roi is not None:
+        camera = camera.model_copy(update={"roi": parse_roi(roi)})
     folder = Path(data or config.train.data_dir) / label
     written = record(camera, folder, count, fps, countdown)
     total = sum(1 for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else 0
