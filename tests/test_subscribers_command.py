@@ -139,3 +139,33 @@ def test_cooldown_and_concurrency_cap_skip_runs(config_file, subscribers, tmp_pa
         bus.event("b")
         wait_for(lambda: len(runs(out)) == 2, what="the second run")
         assert [r["args"] for r in runs(out)] == [["a"], ["b"]]
+
+
+def test_unknown_runs_a_command_only_when_on_names_it(config_file, subscribers, tmp_path):
+    # given a command with no `on` (any label) and one with `on: [unknown]`
+    any_out, unknown_out = tmp_path / "any", tmp_path / "unknown"
+    for folder in (any_out, unknown_out):
+        folder.mkdir()
+    writer = argv_writer(tmp_path)
+    entries = [
+        {"type": "command", "run": [sys.executable, writer, str(any_out), "0", "{label}"]},
+        {
+            "type": "command",
+            "on": ["unknown"],
+            "run": [sys.executable, writer, str(unknown_out), "0", "{label}"],
+        },
+    ]
+    path = config_file(subscribers=entries)
+    with Bus(path) as bus:
+        subscribers.start(path, "command.0")
+        subscribers.start(path, "command.1")
+        bus.wait_subscriptions(2)
+        # when the stable label becomes unknown, then thumbs_up
+        bus.event("unknown", previous="fist", confidence=0.3)
+        bus.event("thumbs_up", previous="unknown")
+        # then the plain command ran for thumbs_up only, and the other for unknown
+        wait_for(lambda: runs(any_out) and runs(unknown_out), what="a run of each command")
+        status = bus.status_of("subscriber:command.0", lambda body: body["received"] == 2)
+        assert [r["args"] for r in runs(any_out)] == [["thumbs_up"]]
+        assert [r["args"] for r in runs(unknown_out)] == [["unknown"]]
+        assert status["delivered"] == 1

@@ -144,3 +144,38 @@ def test_the_common_filters(message, wanted):
     config = parse_entry({**entry, "min_confidence": 0.8})
     subscriber = subscriber_class("print")(config, SubscriberContext("subscriber:print"))
     assert subscriber.wants(message) is wanted
+
+
+def unknown_messages():
+    return [
+        {"kind": "event", "camera": "cam0", "label": "unknown", "previous": "a", "confidence": 0.3},
+        {"kind": "label", "camera": "cam0", "label": "unknown", "confidence": 0.3},
+    ]
+
+
+def built(kind: str, **options):
+    """The built-in `kind` from its example, without its own label filter, plus `options`."""
+    cls = subscriber_class(kind)
+    example = {k: v for k, v in cls.example.items() if k not in ("on", "labels")}
+    config = parse_entry({"type": kind, **example, "topics": ["label", "event"], **options})
+    return cls(config, SubscriberContext(f"subscriber:{kind}"))
+
+
+def test_only_the_subscribers_that_record_are_given_unknown_by_default():
+    # print and log record; mqtt filters its event topic itself (its retained state must say
+    # unknown); command, webhook and third-party plugins act, so unknown must not reach them
+    assert {kind for kind in BUILTINS if subscriber_class(kind).acts} == {"command", "webhook"}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTINS))
+def test_unknown_reaches_a_subscriber_that_acts_only_when_its_labels_name_it(kind):
+    # given the built-in with no label filter, and one whose labels (command: on) name unknown
+    plain = built(kind)
+    named = built(kind, **{"on" if kind == "command" else "labels": ["unknown", "a"]})
+    for message in unknown_messages():
+        # then a label or event saying unknown is given to it only if it does not act on it
+        assert plain.wants(message) is not type(plain).acts
+        # or if it was asked for by name
+        assert named.wants(message) is True
+    # and a named label still reaches it, unknown or not in the filter
+    assert plain.wants({**unknown_messages()[0], "label": "a", "confidence": 0.9}) is True

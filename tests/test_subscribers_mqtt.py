@@ -155,3 +155,29 @@ def test_mqtt_logs_in_with_a_client_certificate_where_the_broker_demands_one(
         bus.status_of("subscriber:mqtt.1", lambda body: body["state"] == "reconnecting")
         wait_for(lambda: "could not connect" in stranger_process.err_path.read_text())
     reader.close()
+
+
+def test_mqtt_state_says_unknown_but_no_event_announces_it(config_file, subscribers, broker):
+    # given an mqtt subscriber whose camera's stable label is thumbs_up
+    mosquitto = broker()
+    path = config_file(subscribers=[{"type": "mqtt", "port": mosquitto.port}])
+    reader = Reader(mosquitto.port)
+    with Bus(path) as bus:
+        subscribers.start(path, "mqtt")
+        bus.wait_subscriptions(3)
+        bus.status_of("subscriber:mqtt", lambda body: body["state"] == "online")
+        bus.event("thumbs_up")
+        reader.wait("sightd/cam0/state", "thumbs_up")
+        # when nothing is recognised any more: unknown labels, and the stable label unknown
+        bus.label("unknown", confidence=0.3)
+        bus.event("unknown", previous="thumbs_up", confidence=0.3)
+        # then the retained state says so honestly, and the label topic carries the frame
+        reader.wait("sightd/cam0/state", "unknown")
+        assert json.loads(reader.wait("sightd/cam0/label")[0])["label"] == "unknown"
+        bus.status_of("subscriber:mqtt", lambda body: body["received"] == 3)
+    # but the event topic, which automations trigger on, announced thumbs_up only
+    events = [
+        json.loads(payload) for topic, payload, _ in reader.messages if topic.endswith("event")
+    ]
+    assert [event["label"] for event in events] == ["thumbs_up"]
+    reader.close()

@@ -99,3 +99,27 @@ def test_a_missing_token_variable_is_a_one_line_error(config_file, subscribers, 
         "Error: webhook: token_env names SIGHTD_NO_SUCH_TOKEN, which is not set; "
         "export SIGHTD_NO_SUCH_TOKEN=<token> or remove token_env"
     )
+
+
+def test_unknown_is_posted_only_where_labels_name_it(config_file, subscribers, server):
+    # given a webhook for any label and one whose labels name unknown, on the same receiver
+    entries = [
+        {"type": "webhook", "url": server.url + "/any"},
+        {"type": "webhook", "url": server.url + "/unknown", "labels": ["unknown"]},
+    ]
+    path = config_file(subscribers=entries)
+    with Bus(path) as bus:
+        subscribers.start(path, "webhook.0")
+        subscribers.start(path, "webhook.1")
+        bus.wait_subscriptions(2)
+        # when the stable label becomes unknown, then thumbs_up
+        bus.event("unknown", previous="fist", confidence=0.3)
+        bus.event("thumbs_up", previous="unknown")
+        # then each receiver got exactly what its webhook is for
+        wait_for(lambda: len(server.requests) == 2, what="two POSTs")
+        done = bus.status_of(
+            "subscriber:webhook.0", lambda body: body["received"] == 2 and body["busy_s"] == 0
+        )
+        assert done["delivered"] == 1
+    posted = sorted((r["path"], r["body"]["label"]) for r in server.requests)
+    assert posted == [("/hook/any", "thumbs_up"), ("/hook/unknown", "unknown")]

@@ -24,9 +24,17 @@ The host (host.py) runs each subscriber in its own process: it receives the mess
 bounded queue (oldest dropped when full). `handle()` may block for a while (retries, I/O) but
 not past `handler_timeout`; an exception is logged and counted, and the next message is handled.
 
+`unknown` never triggers an action by default. A subscriber class with `acts = True` (the
+default: command, webhook, a plugin) is not given a label or event message whose label is
+"unknown" unless its `labels` (command: `on`) names "unknown" (see `acts_on`). Subscribers
+that only record (print, log) set `acts = False` and are given everything; so does one that
+applies `acts_on()` itself to part of its work (mqtt: no event message for unknown, but its
+retained state still says unknown).
+
 Messages are the protocol bodies (sightd/protocol.py) plus "kind":
   label:  kind, camera, seq, captured_at, inferred_at, label, confidence, scores, model
-  event:  kind, camera, type ("changed"), label, previous, confidence, at, seq
+  event:  kind, camera, type ("changed"), label, previous, confidence (the mean over the
+          frames that made it), frames, held_s, at, seq
   status: kind, component, state, at, and figures (the worker's include labels: {camera: label})
 """
 
@@ -37,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sightd.publishers.events import UNKNOWN
 
 Topic = Literal["label", "event", "status"]
 
@@ -81,6 +91,8 @@ class Subscriber:
     default_topics: ClassVar[tuple[Topic, ...]] = ("label", "event")
     # A minimal config entry (without `type`), shown by `sightd subscribe --help`.
     example: ClassVar[dict[str, Any]] = {}
+    # It acts (runs, posts, switches) on what it is given: no unknown unless named (module doc).
+    acts: ClassVar[bool] = True
 
     def __init__(self, config: SubscriberConfig, context: SubscriberContext):
         self.config = config
@@ -105,7 +117,16 @@ class Subscriber:
             return False
         if cfg.labels is not None and message.get("label") not in cfg.labels:
             return False
+        if self.acts and not self.acts_on(message):
+            return False
         return float(message.get("confidence", 0.0)) >= cfg.min_confidence
+
+    def acts_on(self, message: dict[str, Any]) -> bool:
+        """False for a label or event saying "unknown", unless `labels` names it: nothing was
+        recognised, and an action must never fire on an unsure label."""
+        if message.get("label") != UNKNOWN:
+            return True
+        return self.config.labels is not None and UNKNOWN in self.config.labels
 
     def handle(self, message: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement handle(message)")

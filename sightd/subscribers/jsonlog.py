@@ -35,6 +35,7 @@ class LogSubscriber(Subscriber):
     config: LogConfig
     default_topics: ClassVar[tuple[Topic, ...]] = ("label", "event")
     example: ClassVar[dict[str, Any]] = {"path": "logs/labels.jsonl"}
+    acts: ClassVar[bool] = False  # it records: unknown is logged like any label
 
     def start(self) -> None:
         self.path = Path(self.config.path)

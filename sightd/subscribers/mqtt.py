@@ -1,9 +1,10 @@
 """`mqtt`: labels, events and each camera's stable label on an MQTT broker (paho-mqtt 2.x).
 
-Topics (prefix `sightd`):  sightd/<camera>/label, sightd/<camera>/event (JSON messages),
-sightd/<camera>/state (retained: the current stable label), sightd/availability (retained
-online/offline; the broker publishes the Last Will "offline" if we vanish). With `discovery`,
-Home Assistant finds one sensor per camera under homeassistant/sensor/<node_id>/<camera>/config.
+Topics (prefix `sightd`):  sightd/<camera>/label, sightd/<camera>/event (JSON messages; no
+event to unknown unless `labels` names it), sightd/<camera>/state (retained: the current
+stable label, unknown included), sightd/availability (retained online/offline; the broker
+publishes the Last Will "offline" if we vanish). With `discovery`, Home Assistant finds one
+sensor per camera under homeassistant/sensor/<node_id>/<camera>/config.
 
 The state and availability are published at QoS 0 and again on every (re)connect: a state
 lost with a dropped connection is replaced by the current one, never by a stale queued one.
@@ -54,6 +55,9 @@ class MqttSubscriber(Subscriber):
     config: MqttConfig
     default_topics: ClassVar[tuple[Topic, ...]] = ("label", "event", "status")
     example: ClassVar[dict[str, Any]] = {"host": "127.0.0.1", "port": 1883, "discovery": True}
+    # It filters itself: the retained state must say "unknown" (it is state, not an action),
+    # while the event topic, which automations trigger on, gets no unknown unless named.
+    acts: ClassVar[bool] = False
 
     def start(self) -> None:
         cfg = self.config
@@ -97,9 +101,9 @@ class MqttSubscriber(Subscriber):
             return
         camera = message["camera"]
         self._discover(camera)
-        self._publish(
-            f"{self.config.topic_prefix}/{camera}/{kind}", _json(message), self.config.qos
-        )
+        if kind == "label" or self.acts_on(message):  # labels: every frame, as measured
+            topic = f"{self.config.topic_prefix}/{camera}/{kind}"
+            self._publish(topic, _json(message), self.config.qos)
         if kind == "event":
             self._set_state(camera, message["label"])
 

@@ -35,6 +35,7 @@ def _clock(timestamp: float) -> str:
 class PrintSubscriber(Subscriber):
     default_topics: ClassVar[tuple[Topic, ...]] = ("label",)
     example: ClassVar[dict[str, Any]] = {"topics": ["label", "event"]}
+    acts: ClassVar[bool] = False  # it records: unknown is printed like any label
 
     def handle(self, message: dict[str, Any]) -> None:
         sys.stdout.write(format_line(message) + "\n")
