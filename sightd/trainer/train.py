@@ -21,6 +21,7 @@ from tqdm import tqdm
 from sightd.atomic import atomic_write_text
 from sightd.checkpoint import ModelInfo, save_checkpoint
 from sightd.config import TrainConfig
+from sightd.cpu import ThreadGovernor
 from sightd.devices import resolve_device
 from sightd.errors import SightdError
 from sightd.model import create_model, model_names
@@ -85,6 +86,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | N
         )
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # weights, batch order and augmentation
+    governor = ThreadGovernor() if device.type == "cpu" else None  # judges load from now on
     data_dir = Path(data_dir).resolve()
     cfg = cfg.model_copy(update={"data_dir": str(data_dir)})  # what metrics.json records
     data = load_folder(data_dir, cfg.image_size)
@@ -107,7 +109,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | N
     save_split(run_dir / "split.json", data, split, cfg.seed)
 
     model = model.to(device, memory_format=torch.channels_last)
-    history, train_seconds = fit(model, cfg, plan, train_set, val_set, device)
+    history, train_seconds = fit(model, cfg, plan, train_set, val_set, device, governor)
     test_logits = logits_of(model, test_set, cfg, device)
     report = classification_report(test_set.labels, test_logits.argmax(dim=1), data.classes)
     temperature = 1.0
@@ -159,8 +161,19 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | N
     return run_dir
 
 
-def fit(model, cfg: TrainConfig, plan: Plan, train_set: ImageSet, val_set: ImageSet, device):
+def fit(
+    model,
+    cfg: TrainConfig,
+    plan: Plan,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    device,
+    governor: ThreadGovernor | None = None,
+):
     """Train as planned; leave the best-validation weights in `model`.
+
+    On a CPU the governor sets torch's threads before each epoch to the cores other processes
+    leave free: a thread on a core taken by another process stalls every op for all of them.
 
     Before each validation batch norm gets the statistics of the current weights on clean
     training images (its running averages trail the weights, badly so after a few dozen
@@ -182,6 +195,8 @@ def fit(model, cfg: TrainConfig, plan: Plan, train_set: ImageSet, val_set: Image
     history, best, best_state, since_best = [], None, None, 0
     start, train_seconds = time.perf_counter(), 0.0
     for epoch in range(1, plan.epochs + 1):
+        if governor is not None:
+            governor.adapt()
         tick = time.perf_counter()
         loss, seen = train_epoch(
             model, optimizer, images, labels, cfg, plan, augment, device, epoch, schedule
