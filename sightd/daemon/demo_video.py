@@ -19,7 +19,9 @@ from sightd.trainer.data import load_split
 FPS = 8  # camera frames per second: enough for 1.5 s cards, light on 2 CPU cores
 FRAMES_PER_CARD = 12  # 1.5 s per card: events need events.stable_frames (3) of them
 SIZE = (320, 240)  # width, height: a small 4:3 camera
-CARD_FILL = 0.9  # the card covers 90% of the frame, as a digit fills its training image
+CARD_FILL = 0.9  # the square card is 90% of the frame's height, as a digit fills its image
+DRIFT = 0.06  # the card wanders up to this share of its side off centre (cut at the border)
+DESK = 18.0  # the dark desk behind the card, in 0-255 levels
 NOISE = 10.0  # sensor noise, standard deviation in 0-255 levels
 
 
@@ -69,15 +71,27 @@ def write_demo_video(path: Path, cards: dict[str, list[Path]], seconds: float) -
 
 
 def film(card: np.ndarray, gain: float, t: int, rng: np.random.Generator) -> np.ndarray:
-    """One camera frame of `card`: a dark desk, the card drifting a little, sensor noise."""
+    """One camera frame of `card`: a dark desk, the square card drifting a little, noise.
+
+    The card is square and CARD_FILL of the frame's height, drifting about the centre: the
+    worker keeps each frame's centre square, so a card stretched to 4:3 would be both distorted
+    and cut. The drift takes it up to DRIFT of its side off centre, as a hand holds a card.
+    """
     width, height = SIZE
-    card_w, card_h = int(width * CARD_FILL), int(height * CARD_FILL)
-    frame = np.full((height, width, 3), 18.0, np.float32)
-    drift_x = 0.4 * (width - card_w) * np.sin(t / 5.0) + rng.uniform(-2, 2)
-    drift_y = 0.4 * (height - card_h) * np.cos(t / 7.0) + rng.uniform(-2, 2)
-    x = int((width - card_w) / 2 + drift_x)
-    y = int((height - card_h) / 2 + drift_y)
-    scaled = cv2.resize(card, (card_w, card_h), interpolation=cv2.INTER_CUBIC)
-    frame[y : y + card_h, x : x + card_w] = scaled.astype(np.float32) * gain
+    side = int(height * CARD_FILL)
+    frame = np.full((height, width, 3), DESK, np.float32)
+    x = (width - side) // 2 + int(DRIFT * side * np.sin(t / 5.0) + rng.uniform(-2, 2))
+    y = (height - side) // 2 + int(DRIFT * side * np.cos(t / 7.0) + rng.uniform(-2, 2))
+    scaled = cv2.resize(card, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    paste(frame, scaled * gain, x, y)
     frame += rng.normal(0.0, NOISE, frame.shape)
     return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def paste(frame: np.ndarray, image: np.ndarray, x: int, y: int) -> None:
+    """`image` into `frame` with its top-left corner at (x, y); what falls outside is cut."""
+    height, width = frame.shape[:2]
+    top, left = max(y, 0), max(x, 0)
+    bottom, right = min(y + image.shape[0], height), min(x + image.shape[1], width)
+    if bottom > top and right > left:
+        frame[top:bottom, left:right] = image[top - y : bottom - y, left - x : right - x]
