@@ -72,9 +72,12 @@ def color_checkpoint(tmp_path_factory) -> Path:
     import torch
 
     from sightd.checkpoint import ModelInfo, save_checkpoint
+    from sightd.cpu import ThreadGovernor
     from sightd.model import create_model
     from sightd.preprocessing import preprocess
 
+    # as the trainer does: on a busy machine a thread on a taken core stalls every step
+    ThreadGovernor().adapt()
     torch.manual_seed(0)
     rng = np.random.default_rng(2)
     classes = sorted(COLORS)
