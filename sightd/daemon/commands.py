@@ -151,7 +151,7 @@ def _unit(config_path: str | None, user: bool) -> str:
     "--epochs",
     type=click.IntRange(1, 1000),
     default=None,
-    help="Training epochs for the demo model (default 3; shortened to fit two minutes).",
+    help="Training epochs for the demo model (default 20: short, on camera-like augmentation).",
 )
 @click.option("--retrain", is_flag=True, help="Train again even if a cached model fits.")
 def demo(seconds: float, workdir: str | None, epochs: int | None, retrain: bool) -> None:
