@@ -5,10 +5,9 @@ competitor (`python3 -c 'while True: pass'`, started here and killed after), int
 times:
 
 - training: `sightd train DATA --epochs E` in its own process; wall time, and its CPU time
-  (user + system of all its threads, from wait4). Policy `installed` runs the command as it
-  is; `governor` runs the same command with a sightd.cpu.ThreadGovernor adapting torch's
-  threads before every epoch, as the trainer is meant to (nothing is added where the trainer
-  already uses one);
+  (user + system of all its threads, from wait4). Policy `installed` is the trainer as it is
+  (its ThreadGovernor's choice per epoch is logged); `before` is issue 10's starting point for
+  comparison: torch's default threads whatever the load, and libgomp's default spinning;
 - forward: the worker's path, in its own process: limit_threads(model.threads) as the worker
   calls it, then Classifier.predict on one 640x480 frame, `--calls` times; per-call wall time
   (median) and CPU time (mean).
@@ -18,7 +17,7 @@ and how many cores' worth other processes used while it ran (all busy time minus
 process and the competitor); trust runs where that stays near 0 (`--quiet-wait S` waits for
 such a moment before each run).
 Usage: python benchmarks/busy_machine.py [--repeats 2] [--epochs 3] [--calls 300]
-       [--policy installed|governor|both] [--quiet-wait S] [--out results.json]
+       [--policy installed|before|both] [--quiet-wait S] [--run-limit S] [--out results.json]
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,28 +41,30 @@ BUSY = [sys.executable, "-c", "while True: pass"]
 HZ = os.sysconf("SC_CLK_TCK")
 CPU_GROWTH_LIMIT = 1.1  # "CPU time does not grow": within the noise of a 2-core VM
 WALL_TARGET = 2.2
+CUT_FORWARD = {"call_ms": float("inf"), "cpu_ms": float("inf")}  # a forward run killed at the limit
 QUIET_CORES = 0.3  # --quiet-wait: other processes' use below which the machine counts as idle
-GOVERNED = """
+SHIM = """
 import sys
-from pathlib import Path
-
-import sightd.trainer.train as train
+import sightd.cpu
 from sightd.cli import main
-from sightd.cpu import ThreadGovernor
 
-if "ThreadGovernor" not in Path(train.__file__).read_text():  # it does not adapt by itself yet
-    governor, epoch = ThreadGovernor(), train.train_epoch
+adapt = sightd.cpu.ThreadGovernor.adapt
 
-    def governed(*args, **kwargs):
-        threads = governor.adapt()
-        print(f"governor: {threads} threads, others {governor.others_busy:.2f} cores",
-              file=sys.stderr)
-        return epoch(*args, **kwargs)
+def before(self):  # issue 10's starting point: torch's default threads, whatever the load
+    return self.max_threads
 
-    train.train_epoch = governed
+def chosen(self):
+    threads = (before if policy == "before" else adapt)(self)
+    print(f"governor: {threads} threads, others {self.others_busy or 0:.2f} cores",
+          file=sys.stderr)
+    return threads
+
+policy = sys.argv.pop(1)
+sightd.cpu.ThreadGovernor.adapt = chosen
 sys.argv[0] = "sightd"
 main()
 """
+BEFORE_ENV = {"GOMP_SPINCOUNT": "300000"}  # libgomp's default spinning, overriding passive
 
 
 def proc_ticks(pid: int) -> int:
@@ -103,33 +105,39 @@ def wait_for_quiet(limit_s: float) -> None:
             return
 
 
-def measure(command: list[str], loaded: bool, log: Path, quiet_s: float = 0.0) -> dict:
-    """Run `command` (alone or beside the competitor): wall, its CPU, others' cores."""
-    wait_for_quiet(quiet_s)
+def measure(command: list[str], loaded: bool, log: Path, args, env=None) -> dict:
+    """Run `command` (alone or beside the competitor): wall, its CPU, others' cores.
+
+    A run still going after args.run_limit seconds is killed: its wall time is then a floor.
+    """
+    wait_for_quiet(args.quiet_wait)
     with competitor(loaded) as competitor_ticks, open(log, "w") as out:
         machine0, rival0, start = machine_ticks(), competitor_ticks(), time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        timer = threading.Timer(args.run_limit, child.kill)
+        timer.start()
         _, status, usage = os.wait4(child.pid, 0)
+        timer.cancel()
         wall = time.perf_counter() - start
         rival = competitor_ticks() - rival0
         machine = machine_ticks() - machine0
-    if status != 0:
+    cut = os.WIFSIGNALED(status)
+    if status != 0 and not cut:
         sys.exit(f"{' '.join(command[:4])} ... failed:\n{log.read_text()[-3000:]}")
     cpu = usage.ru_utime + usage.ru_stime
     others = max(0.0, (machine - rival) / HZ - cpu) / wall
-    return {"wall_s": wall, "cpu_s": cpu, "others_cores": others, "load": os.getloadavg()[0]}
+    figures = {"wall_s": wall, "cpu_s": cpu, "others_cores": others, "cut": cut}
+    return figures | {"load": os.getloadavg()[0]}
 
 
 def train_command(policy: str, data: Path, run_dir: Path, epochs: int) -> list[str]:
-    python = [sys.executable, "-c", GOVERNED] if policy == "governor" else [sys.executable]
-    cli = [] if policy == "governor" else ["-m", "sightd"]
     flags = ["--epochs", str(epochs), "--out", str(run_dir)]
     help_text = subprocess.run(
         [sys.executable, "-m", "sightd", "train", "--help"], capture_output=True, text=True
     ).stdout
     if "--min-steps" in help_text:  # a trainer that stretches short runs: keep E epochs
         flags += ["--min-steps", "0"]
-    return [*python, *cli, "train", str(data), *flags]
+    return [sys.executable, "-c", SHIM, policy, "train", str(data), *flags]
 
 
 def forward_child(checkpoint: str, calls: int) -> None:
@@ -170,18 +178,22 @@ def run_all(args, policies: list[str], tmp: Path) -> list[dict]:
             run_dir = tmp / f"{policy}-{repeat}-{int(loaded)}"
             command = train_command(policy, data, run_dir, args.epochs)
             log = tmp / f"{run_dir.name}.log"
-            figures = measure(command, loaded, log, args.quiet_wait)
+            env = os.environ | BEFORE_ENV if policy == "before" else None
+            figures = measure(command, loaded, log, args, env)
             threads = [int(w) for w in re.findall(r"governor: (\d+) threads", log.read_text())]
             runs.append({"what": f"train ({policy})", "loaded": loaded, **figures})
             runs[-1] |= {"threads": threads} if threads else {}
             report(runs[-1])
-    checkpoint = tmp / f"{policies[0]}-0-0" / "model.safetensors"
+    checkpoint = next(tmp.glob("*/model.safetensors"), None)  # any finished run's
+    if checkpoint is None:
+        sys.exit("no training run finished within --run-limit: nothing to run forward passes on")
     command = [sys.executable, __file__, "forward", str(checkpoint), str(args.calls)]
     for repeat in range(args.repeats):
         for loaded in (False, True):
             log = tmp / f"forward-{repeat}-{int(loaded)}.log"
-            figures = measure(command, loaded, log, args.quiet_wait)
-            child = json.loads(log.read_text().strip().splitlines()[-1])
+            figures = measure(command, loaded, log, args)
+            lines = log.read_text().strip().splitlines()
+            child = json.loads(lines[-1]) if not figures["cut"] else CUT_FORWARD
             runs.append({"what": "forward", "loaded": loaded, **figures, **child})
             report(runs[-1])
     return runs
@@ -194,7 +206,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--policy", choices=["installed", "governor", "both"], default="both")
+    parser.add_argument("--policy", choices=["installed", "before", "both"], default="installed")
     parser.add_argument(
         "--quiet-wait",
         type=float,
@@ -202,9 +214,16 @@ def main() -> None:
         metavar="S",
         help="before each run, wait up to S seconds for other processes to go idle",
     )
+    parser.add_argument(
+        "--run-limit",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="kill a run after S seconds (its time then counts as S: a floor)",
+    )
     parser.add_argument("--out", type=Path, help="also write every run's figures as JSON")
     args = parser.parse_args()
-    policies = ["installed", "governor"] if args.policy == "both" else [args.policy]
+    policies = ["installed", "before"] if args.policy == "both" else [args.policy]
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_all(args, policies, Path(tmp))
     print_table(runs, policies, args)
@@ -216,6 +235,7 @@ def main() -> None:
 def report(run: dict) -> None:
     extra = f"  {run['call_ms']:.2f} ms/call" if "call_ms" in run else ""
     extra += f"  threads {run['threads']}" if "threads" in run else ""
+    extra += "  CUT at --run-limit" if run["cut"] else ""
     print(
         f"{run['what']:<18} {'beside busy' if run['loaded'] else 'alone':<11}  wall "
         f"{run['wall_s']:6.2f} s  cpu {run['cpu_s']:6.2f} s{extra}  load {run['load']:.1f}, "

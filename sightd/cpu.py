@@ -1,16 +1,18 @@
 """CPU thread policy: how many threads torch may use on cores that other processes share.
 
-torch runs each op on all its OpenMP threads and waits for the slowest. On a core taken by
-another busy process one thread is often preempted, so the op waits a scheduler slice for it;
-meanwhile libgomp's default lets the waiting threads spin for ~300000 rounds (a few ms) before
-sleeping, burning the time the preempted thread needs. Hence two measures:
+torch runs each op on all its OpenMP threads and waits for the slowest. When another busy
+process shares a core, one of those threads is often preempted and every op waits a scheduler
+slice for it, however the waiting is done: spinning (libgomp's default, ~300000 rounds before
+sleeping) burns the time the preempted thread needs, sleeping (passive) pays a wake-up behind
+the other process per op. Only fewer threads than busy cores avoid it, hence:
 
-- `configure_openmp`: waiting threads sleep at once (OMP_WAIT_POLICY=PASSIVE). libgomp reads
-  its environment when it is loaded, that is when torch is first imported, so sightd's package
-  `__init__` calls this; a value already set in the environment is kept.
 - `ThreadGovernor`: as many threads as there are cores that other processes leave free, read
-  from /proc/stat (all busy time minus this process's own) since the last call, and set with
-  torch.set_num_threads, which may change between epochs.
+  from /proc/stat (all busy time minus this process's own) since the previous reading, and
+  set with torch.set_num_threads, which may change between epochs or steps.
+- `configure_openmp`: a waiting thread sleeps at once (OMP_WAIT_POLICY=PASSIVE), so threads
+  that have nothing to do cost no CPU, and neither does the moment before the governor sees a
+  new competitor. libgomp reads its environment once, when torch first loads it, so sightd's
+  package `__init__` calls this; a value already in the environment is kept.
 
 Nothing here imports torch at import time: it must not load libgomp before the policy is set.
 """
