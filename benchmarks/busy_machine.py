@@ -162,10 +162,21 @@ def forward_child(checkpoint: str, calls: int) -> None:
     print(json.dumps({"call_ms": 1000 * statistics.median(times), "cpu_ms": 1000 * cpu}))
 
 
-def ratio_row(name: str, unit: str, alone: list[float], loaded: list[float], target: float):
-    a, b = statistics.median(alone), statistics.median(loaded)
-    verdict = "ok" if b / a <= target else "OVER"
-    return f"{name:<30} {a:>9.2f} {unit:<3} {b:>9.2f} {unit:<3} {b / a:>6.2f}x  {target}x {verdict}"
+def ratio_row(name: str, unit: str, key: str, alone: list[dict], loaded: list[dict]) -> str:
+    """One table row: medians alone and beside the competitor, their ratio, the verdict."""
+    a, b = (statistics.median(r[key] for r in side) for side in (alone, loaded))
+    others = "/".join(
+        f"{statistics.median(r['others_cores'] for r in side):.1f}" for side in (alone, loaded)
+    )
+    target = CPU_GROWTH_LIMIT if key.startswith("cpu") else WALL_TARGET
+    if any(r["cut"] for r in alone + loaded):
+        verdict = "cut at --run-limit: floors, not judged"
+    else:
+        verdict = "ok" if b / a <= target else "OVER"
+    return (
+        f"{name:<26} {a:>9.2f} {unit:<3} {b:>9.2f} {unit:<3} {b / a:>6.2f}x  {others:>7}  "
+        f"{target}x {verdict}"
+    )
 
 
 def run_all(args, policies: list[str], tmp: Path) -> list[dict]:
@@ -249,17 +260,15 @@ def print_table(runs: list[dict], policies: list[str], args) -> None:
     rows += [("forward", "call_ms", "ms"), ("forward", "cpu_ms", "ms")]
     print(
         f"\n{os.cpu_count()} cores, digits, {args.epochs} epochs, {args.repeats} repeats "
-        f"(medians), forward: batch 1, {args.calls} calls\n"
-        f"{'':<30} {'alone':>13} {'beside 1 busy':>13} {'ratio':>7}  at most"
+        f"(medians), forward: batch 1, {args.calls} calls; others: cores other processes used\n"
+        f"{'':<26} {'alone':>13} {'beside 1 busy':>13} {'ratio':>7}  {'others':>7}  at most"
     )
     for what, key, unit in rows:
         alone, loaded = (
-            [r[key] for r in runs if r["what"] == what and r["loaded"] == side]
-            for side in (False, True)
+            [r for r in runs if r["what"] == what and r["loaded"] == side] for side in (0, 1)
         )
-        target = CPU_GROWTH_LIMIT if key.startswith("cpu") else WALL_TARGET
         name = f"{what} {'CPU' if key.startswith('cpu') else 'wall'}"
-        print(ratio_row(name, unit, alone, loaded, target))
+        print(ratio_row(name, unit, key, alone, loaded))
 
 
 if __name__ == "__main__":
