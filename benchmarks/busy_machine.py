@@ -86,7 +86,9 @@ def competitor(loaded: bool):
     if not loaded:
         yield lambda: 0
         return
-    busy = subprocess.Popen(BUSY)
+    # A session of its own, as another program has: with sched_autogroup (on here) the scheduler
+    # shares the cores between sessions, and in ours it would take half the training's share.
+    busy = subprocess.Popen(BUSY, start_new_session=True)
     time.sleep(0.2)  # running, not still starting, when the measurement begins
     try:
         yield lambda: proc_ticks(busy.pid)
