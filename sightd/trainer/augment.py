@@ -61,10 +61,9 @@ class Augment:
             1,
         )  # grid coordinates run -1..1, so a shift of 2 * s is s of the side
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        # reflection: the scene seems to go on past the old border, as it does for a camera
-        return F.grid_sample(
-            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+        # border: the edge colour goes on past the old border. Reflection would mirror the
+        # subject into the margin, and a model taught that sees half a card on an empty desk.
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _light(self, x: torch.Tensor) -> None:
         """Contrast about the image's mean, then brightness and a per-channel gain: x * a + b."""
