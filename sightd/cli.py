@@ -6,17 +6,17 @@ its one-line help, and is imported when it is invoked (or its own --help is aske
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from sightd import __version__
 from sightd.errors import SightdError
+from sightd.plugins import load
 
 # name -> (module, attribute, short help). The short help is here so listing needs no import.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "check-config": ("sightd.cli", "check_config", "Validate a config file and print it."),
+    "check-config": ("sightd.cli", "check_config", "Validate a config and what it names."),
     "train": ("sightd.trainer.commands", "train", "Train a classifier on folder-per-class images."),
     "eval": ("sightd.trainer.commands", "evaluate", "Accuracy, per-class table and confusion."),
     "predict": ("sightd.trainer.commands", "predict", "Label image files with a trained model."),
@@ -42,13 +42,9 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module_name, attribute, _ = COMMANDS[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not exc.name.startswith("sightd"):
-                raise
-            return None  # command not built yet in this checkout
-        return getattr(module, attribute, None)
+        # A command that does not import is an error naming its module and the exception,
+        # not click's "No such command".
+        return load(f"{module_name}:{attribute}", f"command {name!r}", instance_of=click.Command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
@@ -84,16 +80,30 @@ config_option = click.option(
 @click.command("check-config")
 @config_option
 def check_config(config_path: str | None) -> None:
-    """Validate a config file; print the effective configuration as YAML."""
+    """Validate a config file and what it points at; print the effective configuration.
+
+    Beyond the keys and types: each camera's kind and options, a missing model file, video
+    file or image folder, missing CURVE key files (errors), an MQTT broker that does not
+    answer (a warning). Each problem is one line on stderr; the exit status is 1 when there
+    is an error (and then nothing is printed on stdout), 0 otherwise.
+    """
     import yaml
 
+    from sightd.checks import check_config as find_problems
     from sightd.config import DEFAULT_CONFIG_PATH, load_config
-    from sightd.subscribers.registry import validate_subscribers
 
     config = load_config(config_path)
-    validate_subscribers(config, source=str(config_path or DEFAULT_CONFIG_PATH))
-    click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
-    click.echo("# config OK", err=True)
+    problems = find_problems(config, source=str(config_path or DEFAULT_CONFIG_PATH))
+    errors = [p for p in problems if p.level == "error"]
+    if not errors:
+        click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if errors:
+        raise SystemExit(1)
+    warnings = len(problems)
+    noted = f" ({warnings} warning{'s' * (warnings != 1)})" if warnings else ""
+    click.echo(f"# config OK{noted}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

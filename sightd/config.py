@@ -76,6 +76,14 @@ class CameraConfig(Section):
     source: int | str = Field(
         0, description="device index, video file, rtsp/http URL, image folder, or 'synthetic'"
     )
+    kind: str | None = Field(
+        None,
+        description="webcam, stream, file, folder, synthetic, a plugin's kind or 'module:Class'; "
+        "null = told by source",
+    )
+    options: dict[str, Any] = Field(
+        {}, description="the kind's own keys, checked by its options class (sightd.sources)"
+    )
     fps: float = Field(2.0, ge=0, le=1000, description="frames published per second; 0 = max")
     loop: bool = Field(True, description="restart a video file or image folder at its end")
     resize: list[int] | None = Field(None, description="[width, height] before publishing")
@@ -253,12 +261,19 @@ def load_config(path: str | Path | None = None) -> SightdConfig:
     return validate(SightdConfig, raw, source=str(path))
 
 
-def validate(model: type[BaseModel], data: dict[str, Any], source: str = "", prefix: str = ""):
-    """model.model_validate with pydantic's errors turned into one line naming the YAML path."""
+def validate(
+    model: type[BaseModel],
+    data: dict[str, Any],
+    source: str = "",
+    prefix: str = "",
+    unknown_key: str | None = None,
+):
+    """model.model_validate with pydantic's errors turned into one line naming the YAML path;
+    `unknown_key` replaces the generic message for a key the model does not have."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise SightdError(describe_validation_error(exc, source, prefix)) from None
+        raise SightdError(describe_validation_error(exc, source, prefix, unknown_key)) from None
 
 
 def override(section: Section, prefix: str, **flags: Any) -> Section:
@@ -287,10 +302,14 @@ _MESSAGES = {
 }
 
 
-def describe_validation_error(exc: ValidationError, source: str = "", prefix: str = "") -> str:
+def describe_validation_error(
+    exc: ValidationError, source: str = "", prefix: str = "", unknown_key: str | None = None
+) -> str:
     problems: dict[str, list[str]] = {}
     for error in exc.errors():
         message = _MESSAGES.get(error["type"], error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and unknown_key:
+            message = unknown_key
         problems.setdefault(_yaml_path(error["loc"], prefix), []).append(message)
     path, messages = next(iter(problems.items()))
     # A union field (e.g. source: int | str) reports one error per branch: join them.

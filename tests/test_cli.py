@@ -38,7 +38,23 @@ def test_check_config_reports_a_bad_key_in_one_line(tmp_path):
     ]
 
 
-def test_check_config_accepts_the_shipped_config():
-    result = CliRunner().invoke(main, ["check-config", "-c", "config.yaml"])
-    assert result.exit_code == 0, result.output
-    assert "min_confidence: 0.5" in result.output
+def test_a_command_whose_module_does_not_import_is_an_error_naming_module_and_exception(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "broken_commands.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(COMMANDS, "broken", ("broken_commands", "broken", "Never loads."))
+    result = CliRunner().invoke(main, ["broken", "--help"])
+    assert result.exit_code == 1
+    assert "No such command" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: command 'broken' (broken_commands:broken) failed to load: importing "
+        "broken_commands raised ModuleNotFoundError: No module named 'no_such_dependency'"
+    ]
+
+
+def test_a_command_entry_that_names_no_command_is_an_error(monkeypatch):
+    monkeypatch.setitem(COMMANDS, "odd", ("sightd.errors", "SightdError", "Not a command."))
+    result = CliRunner().invoke(main, ["odd"])
+    assert result.exit_code == 1
+    assert "command 'odd' (sightd.errors:SightdError) is not a click.core.Command" in result.output

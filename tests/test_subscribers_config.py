@@ -19,8 +19,11 @@ HOSTILE = """$(touch /tmp/x); rm -rf ~ "quoted" 'x' | ; && `id` {camera} %s"""
 
 
 def write_config(tmp_path, subscribers):
+    """A config with these subscribers and a model file, so check-config checks only them."""
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"{}")
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"subscribers": subscribers}))
+    path.write_text(yaml.safe_dump({"subscribers": subscribers, "model": {"path": str(model)}}))
     return path
 
 
@@ -84,8 +87,9 @@ def test_an_unknown_type_lists_the_known_ones(tmp_path):
 
 def test_on_thumbs_up_in_yaml_is_the_commands_trigger(tmp_path):
     # given the issue's own example: YAML 1.1 would read `on` as the boolean true
-    path = tmp_path / "config.yaml"
+    path = write_config(tmp_path, [])
     path.write_text("subscribers:\n  - type: command\n    on: thumbs_up\n    run: [ls]\n")
+    path.write_text(path.read_text() + f"model:\n  path: {tmp_path / 'model.safetensors'}\n")
     result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
     assert result.exit_code == 0, result.output
     assert parse_entry({"type": "command", "on": "thumbs_up", "run": ["ls"]}).labels == [

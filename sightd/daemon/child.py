@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sightd.errors import SightdError
+from sightd.plugins import load
 from sightd.process import Runtime, configure_logging, set_process_title
 
 PRELOAD = ["sightd.daemon.child", "sightd.publishers.inference", "sightd.publishers.capture"]
@@ -100,7 +100,7 @@ def child_main(spec: ChildSpec, config_data: dict, stop, heartbeat) -> None:
         config = SightdConfig.model_validate(config_data)
         # No beat before the part's own first one: importing torch, loading the model and
         # starting CUDA take seconds, covered by the supervisor's longer startup grace.
-        _resolve(spec.target)(config, *spec.args, runtime)
+        load(spec.target, "child target")(config, *spec.args, runtime)
     except SightdError as exc:
         log.error("%s", exc)
         sys.exit(EXIT_USER_ERROR)
@@ -110,11 +110,6 @@ def child_main(spec: ChildSpec, config_data: dict, stop, heartbeat) -> None:
 
 def _beat(heartbeat) -> None:
     heartbeat.value = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process
-
-
-def _resolve(target: str):
-    module_name, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -72,7 +72,7 @@ def record(camera: CameraConfig, folder: Path, count: int, fps: float, countdown
     from tqdm import tqdm
 
     from sightd.atomic import atomic_write_bytes
-    from sightd.publishers.sources import SourceError, describe, open_source
+    from sightd.sources import SourceError, describe, open_source
 
     try:
         source = open_source(camera)
@@ -110,7 +110,7 @@ def _count_down(seconds: int, label: str) -> None:
 
 def _read(source, camera: CameraConfig):
     """The next frame; None when a recording has ended; SightdError for a silent camera."""
-    from sightd.publishers.sources import SourceEnded, SourceError, describe
+    from sightd.sources import SourceEnded, SourceError, describe
 
     deadline = time.monotonic() + GIVE_UP_AFTER
     while time.monotonic() < deadline:

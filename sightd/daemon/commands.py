@@ -31,12 +31,14 @@ def run(config_path: str | None, log_level: str | None) -> None:
     """
     from sightd.config import load_config
     from sightd.daemon.supervisor import Supervisor, serve
+    from sightd.sources import validate_cameras
     from sightd.subscribers.registry import validate_subscribers
 
     config = load_config(config_path)
     if log_level:
         config = config.model_copy(update={"log_level": log_level})
     validate_subscribers(config, config_path or "")  # a typo stops us before anything starts
+    validate_cameras(config, config_path or "")
     model = Path(config.model.path)
     if not model.is_file():
         raise SightdError(
@@ -215,11 +217,14 @@ def collect(
     from sightd.config import CameraConfig, load_config, override
     from sightd.daemon.collect import check_label, parse_roi, record
     from sightd.images import is_image_file
+    from sightd.sources import with_source
 
     config = load_config(config_path)
     check_label(label)
     camera = config.cameras[0] if config.cameras else CameraConfig()
-    camera = override(camera, "cameras[0]", source=source, loop=False)
+    if source is not None:  # its kind is told by the new source
+        camera = with_source(camera, int(source) if source.isdigit() else source)
+    camera = override(camera, "cameras[0]", loop=False)
     if roi is not None:
         camera = camera.model_copy(update={"roi": parse_roi(roi)})
     folder = Path(data or config.train.data_dir) / label

@@ -24,6 +24,7 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
     from sightd.config import load_config, override
     from sightd.process import foreground_runtime
     from sightd.publishers.capture import run_capture
+    from sightd.sources import validate_cameras, with_source
 
     config = load_config(config_path)
     name = camera or config.cameras[0].name
@@ -31,8 +32,11 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
     if source is not None and source.isdigit():
         source = int(source)  # a device index, as in YAML
     cameras = list(config.cameras)
-    cameras[index] = override(cameras[index], f"cameras[{index}]", source=source, fps=fps)
+    if source is not None:  # its kind is told by the new source
+        cameras[index] = with_source(cameras[index], source)
+    cameras[index] = override(cameras[index], f"cameras[{index}]", fps=fps)
     config = config.model_copy(update={"cameras": cameras})
+    validate_cameras(config, config_path or "")  # a wrong kind or option: one line, no retries
     run_capture(config, name, foreground_runtime(f"capture:{name}", config.log_level))
 
 

@@ -5,14 +5,11 @@ Modules load only when their type is used, so validating a webhook never imports
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections import Counter
-from importlib.metadata import entry_points
 from typing import Any
 
 from sightd.config import SightdConfig, validate
-from sightd.errors import SightdError
+from sightd.plugins import Registry
 from sightd.subscribers.base import Subscriber, SubscriberConfig
 
 ENTRY_POINT_GROUP = "sightd.subscribers"
@@ -23,44 +20,21 @@ BUILTINS = {
     "webhook": "sightd.subscribers.webhook:WebhookSubscriber",
     "mqtt": "sightd.subscribers.mqtt:MqttSubscriber",
 }
-log = logging.getLogger("sightd.subscribers")
+REGISTRY = Registry(ENTRY_POINT_GROUP, BUILTINS, Subscriber, "subscriber type", "types")
 
 
 def plugin_targets() -> dict[str, str]:
     """Installed third-party types -> "module:Class"; a built-in name cannot be taken."""
-    targets = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in BUILTINS:
-            log.warning("ignoring plugin %s (%s): %r is a built-in", ep.name, ep.value, ep.name)
-            continue
-        targets[ep.name] = ep.value
-    return targets
+    return REGISTRY.plugins()
 
 
 def known_types() -> list[str]:
-    return [*BUILTINS, *sorted(plugin_targets())]
+    return REGISTRY.names()
 
 
 def subscriber_class(type_name: str, where: str = "type") -> type[Subscriber]:
     """The class registered as `type_name`; a one-line SightdError names the known ones."""
-    target = BUILTINS.get(type_name) or plugin_targets().get(type_name)
-    if target is None:
-        known = ", ".join(known_types())
-        raise SightdError(
-            f"{where}: unknown subscriber type {type_name!r}; known types: {known} "
-            f"(plugins register in the {ENTRY_POINT_GROUP!r} entry-point group)"
-        )
-    module_name, _, attribute = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attribute)
-    except Exception as exc:  # a broken plugin must not take sightd down with a traceback
-        raise SightdError(
-            f"{where}: subscriber type {type_name!r} ({target}) failed to load: "
-            f"{type(exc).__name__}: {exc}; reinstall or remove that plugin"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, Subscriber)):
-        raise SightdError(f"{where}: {target} is not a sightd.subscribers.base.Subscriber")
-    return cls
+    return REGISTRY.load(type_name, where)
 
 
 def parse_entry(data: dict[str, Any], source: str = "", prefix: str = "") -> SubscriberConfig:

@@ -1,0 +1,140 @@
+"""`sightd check-config`'s checks beyond the schema: what `sightd run` would refuse or trip on.
+
+Each problem is one line naming the YAML path and what to do. Errors are what would stop the
+pipeline (a missing model, video file, image folder or CURVE key, a source kind or option that
+does not validate, a subscriber entry that does not); warnings are what it survives, retrying
+(an MQTT broker that does not answer now).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sightd.config import SightdConfig
+from sightd.errors import SightdError
+from sightd.sources import resolve
+from sightd.subscribers.registry import parse_entry
+
+BROKER_TIMEOUT = 1.0  # seconds for the TCP connect to an MQTT broker
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: Literal["error", "warning"]
+    text: str  # "config.yaml: model.path: model file ... does not exist; train one ..."
+
+    def __str__(self) -> str:
+        return f"{self.level.capitalize()}: {self.text}"
+
+
+def check_config(config: SightdConfig, source: str = "") -> list[Problem]:
+    """Every problem found, errors and warnings, in the order of the config's sections."""
+    where = f"{source}: " if source else ""
+    problems = [*_cameras(config, source), *_model(config, where), *_curve(config, where)]
+    return problems + _subscribers(config, source)
+
+
+def _model(config: SightdConfig, where: str) -> list[Problem]:
+    path = Path(config.model.path)
+    if path.is_file():
+        return []
+    what = "is a folder, not a model file" if path.is_dir() else "does not exist"
+    return [
+        Problem(
+            "error",
+            f"{where}model.path: model file {path} {what}; train one with `sightd train` "
+            "or set model.path to a model.safetensors",
+        )
+    ]
+
+
+def _cameras(config: SightdConfig, source: str) -> list[Problem]:
+    where = f"{source}: " if source else ""
+    problems = []
+    for index, camera in enumerate(config.cameras):
+        prefix = f"cameras[{index}]"
+        try:
+            resolved = resolve(camera, source, prefix)
+        except SightdError as exc:  # already one line naming the path
+            problems.append(Problem("error", str(exc)))
+            continue
+        for message in resolved.cls.problems(camera, resolved.options):
+            problems.append(Problem("error", f"{where}{prefix}.source: {message}"))
+    return problems
+
+
+def _curve(config: SightdConfig, where: str) -> list[Problem]:
+    transport = config.transport
+    if not transport.curve:
+        return []
+    keys = Path(transport.keys_dir)
+    hint = "create them with `sightd keys generate` or fix transport.keys_dir"
+    needed = [
+        ("transport.keys_dir", keys / "server.key_secret", "the server's key pair"),
+        ("transport.keys_dir", keys / "server.key", "the server's public key"),
+        (
+            "transport.client_key",
+            keys / f"{transport.client_key}.key_secret",
+            "this host's client key pair",
+        ),
+    ]
+    problems = []
+    for path_in_yaml, path, what in needed:
+        if not path.is_file():
+            problems.append(
+                Problem(
+                    "error",
+                    f"{where}{path_in_yaml}: CURVE key file {path} ({what}) is missing and "
+                    f"transport.curve is on; {hint}",
+                )
+            )
+    authorized = keys / "authorized"
+    if not authorized.is_dir():
+        problems.append(
+            Problem(
+                "error",
+                f"{where}transport.keys_dir: CURVE folder {authorized} (the client keys servers "
+                f"accept) is missing and transport.curve is on; {hint}",
+            )
+        )
+    return problems
+
+
+def _subscribers(config: SightdConfig, source: str) -> list[Problem]:
+    where = f"{source}: " if source else ""
+    problems = []
+    for index, entry in enumerate(config.subscribers):
+        prefix = f"subscribers[{index}]"
+        try:
+            parsed = parse_entry(entry.model_dump(), source, prefix)
+        except SightdError as exc:
+            problems.append(Problem("error", str(exc)))
+            continue
+        if entry.type == "mqtt":
+            reason = unreachable(parsed.host, parsed.port, BROKER_TIMEOUT)
+            if reason:
+                problems.append(
+                    Problem(
+                        "warning",
+                        f"{where}{prefix}.host: MQTT broker {parsed.host}:{parsed.port} does "
+                        f"not answer ({reason}); start it or fix host and port (`sightd run` "
+                        "starts anyway and keeps trying)",
+                    )
+                )
+    return problems
+
+
+def unreachable(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connection to host:port fails within `timeout` seconds; None if it succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"no answer in {timeout:g} s"
+    except socket.gaierror as exc:
+        return f"unknown host: {exc.strerror or exc}"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()

@@ -1,0 +1,155 @@
+"""`sightd check-config`: beyond keys and types, what `sightd run` would refuse or trip on."""
+
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import color_frame, free_port, write_video
+
+from sightd.cli import main
+from sightd.curve import generate_keys
+
+SHIPPED = Path(__file__).parents[1] / "config.yaml"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with a model file where the shipped config looks for one; the cwd."""
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "runs" / "latest" / "model.safetensors"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"{}")
+    return tmp_path
+
+
+def write_config(folder: Path, **sections) -> Path:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data.update(sections)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def check(path: Path):
+    """(exit code, the lines on stderr); with an error nothing goes to stdout."""
+    result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
+    if result.exit_code:
+        assert result.stdout == ""
+    return result.exit_code, result.stderr.strip().splitlines()
+
+
+def test_the_shipped_config_is_ok_where_a_model_has_been_trained(workdir):
+    result = CliRunner().invoke(main, ["check-config", "-c", str(SHIPPED)])
+    assert result.exit_code == 0, result.output
+    assert "min_confidence: 0.5" in result.stdout
+    assert result.stderr.strip() == "# config OK"
+
+
+def test_a_missing_model_is_an_error_naming_model_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, lines = check(write_config(tmp_path))
+    assert code == 1
+    assert lines == [
+        f"Error: {tmp_path / 'config.yaml'}: model.path: model file "
+        "runs/latest/model.safetensors does not exist; train one with `sightd train` or set "
+        "model.path to a model.safetensors",
+    ]
+
+
+def test_missing_videos_folders_and_urls_are_errors_naming_each_camera(workdir):
+    video = write_video(workdir / "clip.avi", [color_frame("red", (48, 64))] * 3)
+    cameras = [
+        {"name": "ok", "source": str(video)},
+        {"name": "gone", "source": str(workdir / "gone.avi")},
+        {"name": "nofolder", "source": str(workdir / "shots"), "kind": "folder"},
+        {"name": "notafile", "source": str(workdir), "kind": "file"},
+        {"name": "pattern", "source": "synthetic"},
+        {"name": "nourl", "source": "cam.local/live", "kind": "stream"},
+    ]
+    path = write_config(workdir, cameras=cameras)
+    code, lines = check(path)
+    assert code == 1
+    assert lines == [
+        f"Error: {path}: cameras[1].source: no video file or image folder at "
+        f"{workdir / 'gone.avi'}; fix the path or create it",
+        f"Error: {path}: cameras[2].source: no image folder at {workdir / 'shots'}; fix the "
+        "path or create it",
+        f"Error: {path}: cameras[3].source: {workdir} is not a file; give a video file (or "
+        "kind: folder for images)",
+        f"Error: {path}: cameras[5].source: 'cam.local/live' is not a URL; give one such as "
+        "rtsp://host/path",
+    ]
+
+
+def test_a_camera_option_error_is_reported_with_its_yaml_path(workdir):
+    cameras = [
+        {"name": "a", "source": 0, "options": {"fourcc": "MJPEG"}},
+        {"name": "b", "source": "rtsp://cam/live", "options": {"rtsp_transport": "tcp"}},
+        {"name": "c", "source": "synthetic", "kind": "nope"},
+    ]
+    path = write_config(workdir, cameras=cameras)
+    code, lines = check(path)
+    assert code == 1
+    assert lines[0] == (
+        f'Error: {path}: cameras[0].options.fourcc: expected four ASCII characters, e.g. "MJPG" '
+        'or "YUYV"'
+    )
+    assert lines[1].startswith(f"Error: {path}: cameras[2].kind: unknown source kind 'nope'")
+    assert len(lines) == 2
+
+
+def test_curve_on_without_key_files_names_each_missing_file(workdir):
+    keys = workdir / "keys"
+    transport = {"curve": True, "keys_dir": str(keys)}
+    path = write_config(workdir, transport=transport)
+    code, lines = check(path)
+    assert code == 1
+    hint = (
+        "transport.curve is on; create them with `sightd keys generate` or fix transport.keys_dir"
+    )
+    assert lines == [
+        f"Error: {path}: transport.keys_dir: CURVE key file {keys / 'server.key_secret'} "
+        f"(the server's key pair) is missing and {hint}",
+        f"Error: {path}: transport.keys_dir: CURVE key file {keys / 'server.key'} "
+        f"(the server's public key) is missing and {hint}",
+        f"Error: {path}: transport.client_key: CURVE key file {keys / 'client.key_secret'} "
+        f"(this host's client key pair) is missing and {hint}",
+        f"Error: {path}: transport.keys_dir: CURVE folder {keys / 'authorized'} (the client "
+        f"keys servers accept) is missing and {hint}",
+    ]
+    generate_keys(keys, ["client"])
+    assert check(path) == (0, ["# config OK"])
+
+
+def test_an_unreachable_mqtt_broker_is_a_warning_not_an_error(workdir):
+    closed = free_port()  # nothing listens there
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        subscribers = [
+            {"type": "mqtt", "host": "127.0.0.1", "port": closed},
+            {"type": "mqtt", "host": "127.0.0.1", "port": port},
+        ]
+        path = write_config(workdir, subscribers=subscribers)
+        code, lines = check(path)
+    assert code == 0
+    assert lines == [
+        f"Warning: {path}: subscribers[0].host: MQTT broker 127.0.0.1:{closed} does not answer "
+        "(connection refused); start it or fix host and port (`sightd run` starts anyway and "
+        "keeps trying)",
+        "# config OK (1 warning)",
+    ]
+
+
+def test_every_subscriber_error_is_reported_not_only_the_first(workdir):
+    subscribers = [{"type": "prnt"}, {"type": "log"}, {"type": "webhook", "url": 5}]
+    code, lines = check(write_config(workdir, subscribers=subscribers))
+    assert code == 1
+    assert [line.split(": ")[2] for line in lines] == [
+        "subscribers[0].type",
+        "subscribers[1].path",
+        "subscribers[2].url",
+    ]
