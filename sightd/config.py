@@ -183,6 +183,33 @@ class DaemonConfig(Section):
     stop_timeout: float = Field(10.0, gt=0, description="seconds to stop before SIGKILL")
 
 
+class HttpConfig(Section):
+    """The HTTP server of `sightd run`: /metrics (Prometheus) and /healthz."""
+
+    listen: str = Field(
+        "127.0.0.1:8765", description="host:port; 127.0.0.1 keeps it off the network"
+    )
+    enabled: bool = Field(True, description="false: `sightd run` starts no HTTP server")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """("127.0.0.1", 8765) from "127.0.0.1:8765"; an IPv6 host goes in brackets: "[::1]:8765"."""
+    host, sep, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if not sep or not host or (":" in host and not bracketed):
+        raise ValueError('expected host:port, e.g. "127.0.0.1:8765" or "[::1]:8765"')
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port!r}")
+    return host, int(port)
+
+
 class SightdConfig(Section):
     train: TrainConfig = TrainConfig()
     cameras: list[CameraConfig] = [CameraConfig()]
@@ -191,6 +218,7 @@ class SightdConfig(Section):
     events: EventsConfig = EventsConfig()
     subscribers: list[SubscriberEntry] = []
     daemon: DaemonConfig = DaemonConfig()
+    http: HttpConfig = HttpConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def camera(self, name: str) -> CameraConfig:

@@ -1,0 +1,67 @@
+"""The HTTP server's reader of the bus: status, labels and events into a BusState."""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+
+from sightd.config import SightdConfig
+from sightd.protocol import ProtocolError, unpack_message
+from sightd.transport import Reconnector, connect_subscriber, recv_parts
+from sightd.web.metrics import BusState
+
+log = logging.getLogger("sightd.http")
+
+TOPICS = (b"status.", b"label.", b"event.")
+MAX_DRAIN = 1000  # messages per poll at most, so the caller's heartbeat stays prompt
+
+
+def bus_endpoints(config: SightdConfig) -> list[str]:
+    """Status travels on transport.status; labels and events on transport.labels. A capture or
+    worker that still reports on its own socket (the frames and labels endpoints) is heard
+    there too: on a frames endpoint only status passes, as publishers filter by topic."""
+    transport = config.transport
+    return list(dict.fromkeys([transport.status, transport.labels, *config.frame_endpoints()]))
+
+
+class BusReader:
+    def __init__(self, config: SightdConfig, state: BusState):
+        self.state = state
+        self.sock = connect_subscriber([], TOPICS, config.transport)
+        # ZeroMQ alone stops reconnecting after an oversized message; the reconnector connects
+        self.reconnector = Reconnector(self.sock, bus_endpoints(config))
+        self.malformed = self.errors = 0
+
+    def poll(self, timeout: float) -> int:
+        """Wait up to `timeout` s for messages, feed what came; how many were fed."""
+        self.reconnector.poll()
+        if not self.sock.poll(timeout * 1000):
+            return 0
+        fed = 0
+        for _ in range(MAX_DRAIN):
+            try:
+                parts = recv_parts(self.sock, 2, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                if parts is None:
+                    raise ProtocolError("more than 2 parts")
+                kind, name, body = unpack_message(parts)
+            except ProtocolError as exc:
+                self.malformed += 1
+                log.debug("skipped a malformed message: %s", exc)
+                continue
+            try:
+                self.state.feed(kind, name, body)
+            except Exception:  # a bug of ours: no message may stop /healthz from answering
+                self.errors += 1
+                level = logging.ERROR if self.errors <= 3 else logging.DEBUG  # not a flood
+                log.log(level, "could not take in a %s from %s", kind, name, exc_info=True)
+                continue
+            fed += 1
+        return fed
+
+    def close(self) -> None:
+        self.reconnector.close()
+        self.sock.close()
