@@ -1,8 +1,13 @@
 """sightd: turn a camera into a stream of trustworthy label events."""
 
+import os
+
 from sightd.cpu import configure_openmp
 
 # Before anything imports torch: libgomp reads its environment once, when it is loaded.
 configure_openmp()
+# Before anything imports cv2: OpenCV's own "[ WARN:0@...]" lines would reach the user beside
+# sightd's one-line errors, which already say what failed. A user's setting is kept.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import zmq
 
 from sightd.config import SightdConfig, load_config
 from sightd.errors import SightdError
-from sightd.protocol import KINDS, ProtocolError, topic, unpack_frame, unpack_message
+from sightd.protocol import KINDS, decode_message, topic
 from sightd.transport import Reconnector, connect_subscriber, recv_parts
 
 POLL_MS = 500  # longest blocking wait, so Ctrl-C and the timeout are honoured promptly
@@ -59,9 +59,7 @@ def _endpoints(kind, camera, endpoint, config: SightdConfig) -> list[str]:
     transport = config.transport
     if kind == "frame":
         return [config.camera_endpoint(camera)] if camera else config.frame_endpoints()
-    if kind == "status":
-        return [*config.frame_endpoints(), transport.labels, transport.status]
-    return [transport.labels]
+    return [transport.status if kind == "status" else transport.labels]
 
 
 def _receive(reconnector: Reconnector, kind: str, wanted: str | None, timeout: float | None):
@@ -77,25 +75,9 @@ def _receive(reconnector: Reconnector, kind: str, wanted: str | None, timeout: f
             wait = min(wait, left * 1000)
         if not sock.poll(wait):
             continue
-        message = parse(recv_parts(sock, 3, zmq.NOBLOCK))
+        message = decode_message(recv_parts(sock, 3, zmq.NOBLOCK))
         # The prefix "label.cam1" also matches "label.cam10": compare the whole name.
         if message and message["kind"] == kind and (not wanted or message["name"] == wanted):
             quiet_since = time.monotonic()
             del message["name"]
             yield message
-
-
-def parse(parts: list[bytes] | None) -> dict[str, Any] | None:
-    """One multipart message as a dict with kind, topic and name; None when malformed."""
-    try:
-        if parts is None:
-            return None
-        if len(parts) == 3:
-            header, payload = unpack_frame(parts)
-            kind, name = "frame", header["camera"]
-            body = {**header, "payload": payload}
-        else:
-            kind, name, body = unpack_message(parts)
-    except ProtocolError:
-        return None
-    return {**body, "kind": kind, "topic": f"{kind}.{name}", "name": name}

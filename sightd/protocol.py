@@ -226,6 +226,35 @@ def status_body(component: str, state: str, **figures: Any) -> dict[str, Any]:
     return {"component": component, "state": state, "at": time.time(), **figures}
 
 
+_REQUIRED = {  # what every reader relies on, beyond unpack_message's own checks
+    "label": {"camera": str, "label": str, "confidence": (int, float), "captured_at": (int, float)},
+    "event": {"camera": str, "label": str, "confidence": (int, float), "at": (int, float)},
+    "status": {"component": str, "state": str, "at": (int, float)},
+}
+
+
+def decode_message(parts: Sequence[bytes] | None) -> dict[str, Any] | None:
+    """Any bus message as one dict: its body (a frame's header plus `payload`), `kind`,
+    `topic` and `name`; None when it breaks the protocol. Every reader of the bus uses this."""
+    if parts is None:
+        return None
+    try:
+        if len(parts) == 3:
+            header, payload = unpack_frame(parts)
+            return {**header, "payload": payload, "kind": "frame", "name": header["camera"],
+                    "topic": f"frame.{header['camera']}"}  # fmt: skip
+        kind, name, body = unpack_message(parts)
+    except ProtocolError:
+        return None
+    for key, types in _REQUIRED[kind].items():
+        value = body.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return None
+    if kind != "status" and body["camera"] != name:
+        return None
+    return {**body, "kind": kind, "topic": f"{kind}.{name}", "name": name}
+
+
 def _check_fields(body: dict[str, Any], fields: dict[str, type]) -> None:
     for key, kind in fields.items():
         value = body.get(key)

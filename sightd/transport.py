@@ -31,8 +31,9 @@ def bind(sock_type: int, endpoint: str, transport: TransportConfig) -> zmq.Socke
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
+        why = exc.strerror.split(" (addr=")[0]  # pyzmq appends the address; say it once
         raise SightdError(
-            f"cannot bind {endpoint}: {exc.strerror}; is another sightd running, "
+            f"cannot bind {endpoint}: {why}; is another sightd running, "
             "or is the port taken? Change it under transport: in the config"
         ) from None
     return sock

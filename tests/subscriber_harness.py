@@ -30,7 +30,8 @@ PLUGIN_SOURCE = Path(__file__).parent / "plugin_pkg"
 
 
 class Bus:
-    """The worker's labels socket (an XPUB, so we see subscribers arrive) and status_in."""
+    """The worker's labels socket and the status bus's output (XPUBs, so we see subscribers
+    arrive), and the status bus's input, where the hosts' own status arrives."""
 
     def __init__(self, config_path: Path):
         transport = load_config(config_path).transport
@@ -39,6 +40,10 @@ class Bus:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every subscription, even repeats
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(transport.labels)
+        self.status_pub = self.ctx.socket(zmq.XPUB)
+        self.status_pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.status_pub.setsockopt(zmq.LINGER, 0)
+        self.status_pub.bind(transport.status)
         self.status_sub = self.ctx.socket(zmq.SUB)
         self.status_sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.status_sub.setsockopt(zmq.LINGER, 0)
@@ -53,10 +58,11 @@ class Bus:
         while len(self.subscriptions) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {self.subscriptions} of {count} subscriptions")
-            if self.pub.poll(50):
-                message = self.pub.recv()
-                if message[:1] == b"\x01":
-                    self.subscriptions.append(message[1:])
+            for sock in (self.pub, self.status_pub):
+                if sock.poll(25):
+                    message = sock.recv()
+                    if message[:1] == b"\x01":
+                        self.subscriptions.append(message[1:])
 
     def label(self, label: str, camera: str = "cam0", confidence: float = 0.9, **extra) -> None:
         self.seq += 1
@@ -71,7 +77,7 @@ class Bus:
 
     def worker_status(self, labels: dict[str, str]) -> None:
         body = status_body("infer", "online", labels=labels)
-        self.pub.send_multipart(pack_message("status", "infer", body))
+        self.status_pub.send_multipart(pack_message("status", "infer", body))
 
     def status_of(self, component: str, predicate=lambda body: True, timeout: float = 10.0):
         """The first status message from `component` that satisfies `predicate`."""
@@ -85,6 +91,7 @@ class Bus:
 
     def close(self) -> None:
         self.pub.close()
+        self.status_pub.close()
         self.status_sub.close()
         self.ctx.term()
 

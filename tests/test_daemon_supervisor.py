@@ -224,3 +224,19 @@ def test_children_die_with_a_killed_supervisor_and_show_their_job_in_ps(config_f
 def _process_title(pid: int) -> str:
     out = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def test_the_supervisor_returns_only_when_the_fork_server_is_gone_too(supervise, tmp_path):
+    from multiprocessing import forkserver
+
+    # given a running child, forked by multiprocessing's fork server
+    pid_file = tmp_path / "child.pid"
+    _, stop, thread = supervise([spec("child", "beat_until_stopped", str(pid_file))])
+    child_pid = int(wait_for(lambda: read(pid_file), 15, "the child"))
+    server_pid = forkserver._forkserver._forkserver_pid
+    assert server_pid and alive(server_pid)
+    # when it is asked to stop, then by the time it returns nothing it started is left
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert not alive(child_pid) and not alive(server_pid)

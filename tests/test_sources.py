@@ -158,12 +158,13 @@ def test_a_failing_source_is_retried_and_reported_without_publishing_frames(
 ):
     video = tmp_path / "later.avi"
     config = config_file(cameras=[{"name": "cam0", "source": str(video), "fps": 10}])
-    endpoint = load_config(config).camera_endpoint("cam0")
-    sock = connect_subscriber([endpoint], [b"frame.", b"status."], load_config(config).transport)
+    loaded = load_config(config)
+    endpoints = [loaded.camera_endpoint("cam0"), loaded.transport.status]  # frames, status bus
+    sock = connect_subscriber(endpoints, [b"frame.", b"status."], loaded.transport)
     messages = Collector(_receive(sock))
-    procs.sightd("capture", "-c", config)
+    procs.sightd("capture", "-c", config)  # run alone, it hosts the status bus itself
     status = messages.wait_for(lambda m: m.get("attempts", 0) >= 2, timeout=30)
-    assert status["state"] == "reconnecting" and str(video) in status["error"]
+    assert status["state"] == "reconnecting" and str(video) in status["reason"]
     assert status["retry_in"] > 0
     assert all(m["kind"] == "status" for m in messages.items), "no frame while failing"
     # Given the file appears, when the next retry comes, then frames flow.
@@ -171,11 +172,11 @@ def test_a_failing_source_is_retried_and_reported_without_publishing_frames(
     frame = messages.wait_for(lambda m: m["kind"] == "frame", timeout=15)
     assert frame["seq"] == 0
     online = messages.wait_for(lambda m: m["kind"] == "status" and m["state"] == "online")
-    assert online["error"] is None
+    assert "reason" not in online
 
 
 def _receive(sock: zmq.Socket):
-    """Frames and status from one socket, in the order they were published."""
+    """Frames and status as they arrive."""
     while True:
         if sock.poll(500):
             parts = sock.recv_multipart()
@@ -498,15 +499,16 @@ def test_capture_publishes_a_plugin_kinds_frames(plugin_installed, config_file, 
 def test_capture_plays_an_image_folder_in_name_order(tmp_path, config_file, procs):
     folder = tmp_path / "shots"
     folder.mkdir()
-    colours = ["red", "green", "blue"]
+    colours = ["red", "green", "blue"] * 2
     for index, colour in enumerate(colours):
         cv2.imwrite(str(folder / f"{index}.png"), color_frame(colour, (48, 64)))
-    camera = {"name": "cam0", "source": str(folder), "kind": "folder", "fps": 4, "loop": False}
+    camera = {"name": "cam0", "source": str(folder), "kind": "folder", "fps": 2, "loop": False}
     config = config_file(cameras=[camera])
     frames = collect("frame", config, camera="cam0")
     procs.sightd("capture", "-c", config)
-    frames.wait_for(lambda m: m["seq"] == 2, timeout=30)
-    # (seq 0 may go out before the subscription is through: ZeroMQ's slow joiner)
+    frames.wait_for(lambda m: m["seq"] == 5, timeout=30)
+    # (the first frames may go out before the subscription is through: ZeroMQ's slow joiner,
+    # slower on a loaded machine; 3 s of frames leave room for it)
     assert all(colour_of(decode_image(m, m["payload"])) == colours[m["seq"]] for m in frames.items)
-    time.sleep(0.6)  # loop: false, so the folder has ended and nothing more comes
-    assert [m["seq"] for m in frames.drain()][-1] == 2
+    time.sleep(1.0)  # loop: false, so the folder has ended and nothing more comes
+    assert [m["seq"] for m in frames.drain()][-1] == 5

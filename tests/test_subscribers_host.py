@@ -211,3 +211,16 @@ def test_every_builtin_handles_what_it_asked_for_and_stops_cleanly(
         # and SIGTERM stops it cleanly, its last status saying offline
         assert subscribers.stop(process) == 0
         bus.status_of(f"subscriber:{kind}", lambda body: body["state"] == "offline")
+
+
+def test_print_shows_the_best_guess_beside_unknown_and_a_first_event_as_first():
+    from sightd.subscribers.printer import PrintSubscriber, format_line
+
+    assert PrintSubscriber.default_topics == ("label", "event")
+    unsure = {"kind": "label", "camera": "cam0", "captured_at": 0.0, "label": "unknown",
+              "confidence": 0.41, "scores": {"fist": 0.41, "palm": 0.33}}  # fmt: skip
+    assert format_line(unsure).endswith("cam0 unknown 0.41 (best guess fist)")
+    first = {"kind": "event", "camera": "cam0", "at": 0.0, "label": "nothing",
+             "confidence": 0.9, "previous": None}  # fmt: skip
+    assert format_line(first).endswith("cam0 nothing 0.90 (first)")
+    assert format_line({**first, "previous": "nothing", "label": "fist"}).endswith("(was nothing)")

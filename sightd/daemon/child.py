@@ -83,6 +83,19 @@ class ChildSpec:
     group: str = "subscribers"  # or "captures", "worker": started together, stopped in reverse
 
 
+def stop_fork_server() -> None:
+    """Ask multiprocessing's fork server to exit and wait until it has, so that a stopped
+    supervisor leaves no process behind. `_stop` is private, but it is the only way there is."""
+    if SPAWN.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(OSError, ChildProcessError):
+            stop()
+
+
 def child_main(spec: ChildSpec, config_data: dict, stop, heartbeat) -> None:
     """The entry point of every child process (multiprocessing target)."""
     die_with_parent(os.getppid())  # the fork server, which exits when the supervisor does

@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from sightd.config import SightdConfig
-from sightd.protocol import ProtocolError, unpack_message
+from sightd.protocol import decode_message
 from sightd.publishers.events import UNKNOWN
 from sightd.transport import connect_subscriber
 
@@ -69,9 +69,12 @@ class Collector(threading.Thread):
 
     def _receive(self) -> None:
         try:
-            kind, _, body = unpack_message(self._sock.recv_multipart(zmq.NOBLOCK))
-        except (zmq.Again, ProtocolError):
+            body = decode_message(self._sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
             return
+        if body is None:
+            return
+        kind = body["kind"]
         body["received_at"] = time.time()
         if kind == "event":
             self.heard.events.append(body)

@@ -1,7 +1,8 @@
-"""The status forwarder: one place where every component's status can be read.
+"""The status bus: one place where every component's status can be read.
 
-Components that bind no socket of their own (subscribers, the supervisor) PUB-connect to
-transport.status_in; an XSUB/XPUB proxy in a thread passes it all on to transport.status.
+Every component PUB-connects to transport.status_in (sightd.component); an XSUB/XPUB proxy in
+a thread passes it all on to transport.status, where `sightd status`, `listen --topic status`,
+subscribers and the HTTP server read it.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 
 import zmq
 
 from sightd.config import TransportConfig
-from sightd.protocol import pack_message, status_body
-from sightd.transport import bind, connect_publisher, context
+from sightd.errors import SightdError
+from sightd.transport import bind, context
 
 log = logging.getLogger("sightd.daemon")
 
@@ -24,7 +26,6 @@ class StatusForwarder:
         self.transport = transport
         self._thread: threading.Thread | None = None
         self._control: zmq.Socket | None = None
-        self._publisher: zmq.Socket | None = None
 
     def start(self) -> None:
         """Bind both ends now, so a taken port is a one-line error before any child starts."""
@@ -41,21 +42,12 @@ class StatusForwarder:
             target=_proxy, args=(frontend, backend, address), name="status-forwarder", daemon=True
         )
         self._thread.start()
-        self._publisher = connect_publisher(self.transport.status_in, self.transport)
 
-    def publish(self, state: str, **figures) -> None:
-        """Send the supervisor's own status.supervisor message through the forwarder."""
-        if self._publisher is not None:
-            body = status_body("supervisor", state, **figures)
-            with contextlib.suppress(zmq.Again):  # status is best effort, never a blocker
-                self._publisher.send_multipart(
-                    pack_message("status", "supervisor", body), zmq.NOBLOCK
-                )
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def stop(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
-            self._publisher = None
         if self._thread is not None and self._control is not None:
             self._control.send(b"TERMINATE")
             self._thread.join(timeout=2.0)
@@ -73,3 +65,20 @@ def _proxy(frontend: zmq.Socket, backend: zmq.Socket, control_address: str) -> N
     finally:
         for sock in (frontend, backend, control):
             sock.close(linger=0)
+
+
+@contextlib.contextmanager
+def foreground_status_bus(transport: TransportConfig) -> Iterator[None]:
+    """Host the status bus for a part run alone (`sightd infer`, `capture`, `subscribe`),
+    unless something else (a supervisor, another part run alone) hosts it already."""
+    forwarder: StatusForwarder | None = StatusForwarder(transport)
+    try:
+        forwarder.start()
+    except SightdError:
+        log.debug("status bus hosted elsewhere: %s", transport.status_in)
+        forwarder = None
+    try:
+        yield
+    finally:
+        if forwarder is not None:
+            forwarder.stop()

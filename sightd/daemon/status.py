@@ -1,8 +1,4 @@
-"""`sightd status`: listen to every status topic for a moment and summarise what was heard.
-
-Captures publish status on their frames socket, the worker on the labels socket, everything
-else (subscribers, the supervisor) through the status forwarder; so we listen to all three.
-"""
+"""`sightd status`: listen to the status bus for a moment and summarise what was heard."""
 
 from __future__ import annotations
 
@@ -39,12 +35,12 @@ def format_status(latest: dict[str, dict]) -> list[str]:
         lines.append(f"supervisor: {supervisor.get('state')}, given up on: {given_up}")
     labels = {cam: lab for body in latest.values() for cam, lab in body.get("labels", {}).items()}
     for camera, label in sorted(labels.items()):
-        lines.append(f"label {camera}: {label}")
+        lines.append(f"label {camera}: {label if label is not None else '(none stable yet)'}")
     return lines
 
 
 def _row(name: str, body: dict) -> str:
-    notes = []
+    notes = [f"{body['state']}: {body['reason']}"] if body.get("reason") else []
     if body.get("restarts"):
         notes.append(f"restarts {body['restarts']}")
     if body.get("last_failure"):

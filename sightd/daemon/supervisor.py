@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from sightd.component import Component
 from sightd.config import SightdConfig
-from sightd.daemon.child import SPAWN, ChildSpec, StopFlag, child_main
+from sightd.daemon.child import SPAWN, ChildSpec, StopFlag, child_main, stop_fork_server
 from sightd.daemon.forwarder import StatusForwarder
 from sightd.daemon.notify import Watchdog, notify
-from sightd.process import configure_logging, set_process_title
-from sightd.protocol import ProtocolError, unpack_message
+from sightd.process import Runtime, configure_logging, set_process_title
+from sightd.protocol import decode_message
 from sightd.subscribers.registry import subscriber_name
 from sightd.transport import connect_subscriber
 
@@ -78,8 +79,9 @@ class Child:
         }
 
 
-class Supervisor:
+class Supervisor(Component):
     def __init__(self, config: SightdConfig, specs: list[ChildSpec] | None = None):
+        super().__init__("supervisor", config.transport, Runtime("supervisor"))
         self.config = config
         self.daemon = config.daemon
         specs = pipeline_specs(config) if specs is None else specs
@@ -91,8 +93,6 @@ class Supervisor:
         self.watchdog = Watchdog()
         self.ready = False
         self._labels: zmq.Socket | None = None
-        self._next_status = 0.0
-        self._stopping = threading.Event()  # run() puts the real stop request here
 
     # ---- the checklist ---------------------------------------------------------------------
 
@@ -106,23 +106,33 @@ class Supervisor:
 
     def stop(self) -> None:
         notify("STOPPING=1")
-        self.publish_status("offline")
+        self.set_state("offline", "stopping")
+        self.publish_status()  # now, while the status bus still runs
         self.stop_label_watch()
         self.stop_children("subscribers")
         self.stop_children("worker")
         self.stop_children("captures")
         self.stop_status_forwarder()
+        stop_fork_server()
         log.info("sightd stopped")
 
-    def run(self, stop_requested: threading.Event) -> None:
+    def run(self, stop_requested: threading.Event | None = None) -> None:
         """start(), watch until `stop_requested` is set, then stop(), whatever happened."""
-        self._stopping = stop_requested
+        if stop_requested is not None:
+            self.runtime.stop = stop_requested
         try:
             self.start()
-            while not stop_requested.is_set():
-                self.watch(timeout=0.2)
-        finally:
+            self.set_state("online")
+        except BaseException:
             self.stop()
+            raise
+        super().run()
+
+    def cycle(self, wait: float) -> None:
+        self.watch(timeout=max(wait, 0.01))
+
+    def close(self) -> None:
+        self.stop()
 
     # ---- start and stop steps --------------------------------------------------------------
 
@@ -138,8 +148,8 @@ class Supervisor:
     def start_label_watch(self) -> None:
         """Labels prove the whole pipeline works: they drive READY=1 and systemd's watchdog."""
         transport = self.config.transport
-        topics = [b"label.", b"status.infer"]
-        self._labels = connect_subscriber([transport.labels], topics, transport)
+        endpoints, topics = [transport.labels, transport.status], [b"label.", b"status.infer"]
+        self._labels = connect_subscriber(endpoints, topics, transport)
 
     def stop_label_watch(self) -> None:
         if self._labels is not None:
@@ -148,8 +158,8 @@ class Supervisor:
 
     def stop_children(self, group: str) -> None:
         """Ask the group to stop, wait a share of daemon.stop_timeout, then SIGKILL the rest."""
-        children = self._group(group)
-        if not children:
+        children = [c for c in self._group(group) if c.process is not None]
+        if not children:  # none started (a bind failed first), or all given up: nothing to say
             return
         log.info("stopping %s: %s", group, ", ".join(c.spec.name for c in children))
         for child in children:
@@ -165,8 +175,9 @@ class Supervisor:
             child.state = "stopped"
 
     def stop_status_forwarder(self) -> None:
-        log.info("stopping status forwarder")
-        self.forwarder.stop()
+        if self.forwarder.running:
+            log.info("stopping status forwarder")
+            self.forwarder.stop()
 
     # ---- watching --------------------------------------------------------------------------
 
@@ -177,8 +188,6 @@ class Supervisor:
         for child in self.children:
             self._check(child, now)
         self.watchdog.tick()
-        if now >= self._next_status:
-            self.publish_status("online")
 
     def _check(self, child: Child, now: float) -> None:
         if child.state == "backoff" and now >= child.restart_at:
@@ -189,7 +198,7 @@ class Supervisor:
             # Once a stop has come (its handler runs in this thread, so this sees it) an exit
             # is no crash: a SIGTERM to the whole process group (`timeout`, `kill -- -PGID`)
             # ends the children a moment after it reaches us.
-            if not self._stopping.is_set():
+            if not self.runtime.stop.is_set():
                 self._failed(child, f"exited with code {child.process.exitcode}")
         elif self._silent_for(child, now) > self._allowed_silence(child):
             log.warning(
@@ -225,7 +234,7 @@ class Supervisor:
         if recent > self.daemon.max_restarts:
             child.state = "given-up"
             log.error("%s %s; giving up on it (%s)", child.spec.name, reason, window)
-            self.publish_status("online")
+            self.publish_status()
             return
         delay = min(FIRST_BACKOFF * 2 ** (recent - 1), MAX_BACKOFF)
         child.state, child.restart_at = "backoff", now + delay
@@ -253,28 +262,26 @@ class Supervisor:
             return
         while True:
             try:
-                kind, _, body = unpack_message(self._labels.recv_multipart(zmq.NOBLOCK))
+                message = decode_message(self._labels.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            except ProtocolError:
+            if message is None:
                 continue
+            kind = message["kind"]
             if kind == "label":
                 self.watchdog.saw_label()
-            if not self.ready and (kind == "label" or body.get("state") == "online"):
+            if not self.ready and (kind == "label" or message.get("state") == "online"):
                 self.ready = True
                 log.info("pipeline ready: model loaded, sockets bound")
                 notify("READY=1")
 
     # ---- status ----------------------------------------------------------------------------
 
-    def publish_status(self, state: str) -> None:
-        given_up = [c.spec.name for c in self.children if c.state == "given-up"]
-        self.forwarder.publish(
-            state,
-            children={c.spec.name: c.summary() for c in self.children},
-            given_up=given_up,
-        )
-        self._next_status = time.monotonic() + self.config.transport.status_interval
+    def figures(self) -> dict:
+        return {
+            "children": {c.spec.name: c.summary() for c in self.children},
+            "given_up": [c.spec.name for c in self.children if c.state == "given-up"],
+        }
 
     def _group(self, group: str) -> list[Child]:
         return [c for c in self.children if c.spec.group == group]

@@ -1,7 +1,7 @@
 """The capture process: one camera's newest frames, paced at its fps, on its own endpoint.
 
-A failing source is reopened with a backoff (1 s doubling to 30 s) while the status topic says
-"reconnecting"; nothing is published meanwhile, never a placeholder frame. Sequence numbers
+A failing source is reopened with a backoff (1 s doubling to 30 s) while its status says
+"reconnecting" and why; nothing is published meanwhile, never a placeholder frame. Sequence numbers
 count the frames this process has published (they restart with the process).
 """
 
@@ -14,28 +14,24 @@ import time
 from pathlib import Path
 
 import cv2
-import zmq
 
+from sightd.backoff import Backoff
+from sightd.component import WAIT_STEP, Component
 from sightd.config import CameraConfig, SightdConfig
 from sightd.process import RateMeter, Runtime
-from sightd.protocol import pack_frame, pack_message, status_body
+from sightd.protocol import pack_frame
 from sightd.publishers.sources import SourceEnded, SourceError, describe, open_source
 from sightd.transport import bind_publisher
 
 log = logging.getLogger("sightd.capture")
 
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds before reopening a failed source, doubling
-WAIT_STEP = 0.5  # longest wait of any kind: stop and the heartbeat stay prompt
 
 
 def run_capture(config: SightdConfig, camera: str, runtime: Runtime) -> None:
     """Publish `camera`'s frames until runtime.stop is set."""
     lower_priority(config.camera(camera).nice)
-    capture = Capture(config, config.camera(camera), runtime)
-    try:
-        capture.run()
-    finally:
-        capture.close()
+    Capture(config, config.camera(camera), runtime).run()
 
 
 def lower_priority(nice: int) -> None:
@@ -49,63 +45,37 @@ def lower_priority(nice: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
-class Backoff:
-    """Delays between attempts: RETRY_FIRST doubling to RETRY_MAX, reset by a success."""
-
-    def __init__(self) -> None:
-        self.delay = 0.0
-        self.retry_at = 0.0
-
-    def failed(self) -> float:
-        self.delay = RETRY_FIRST if self.delay == 0 else min(self.delay * 2, RETRY_MAX)
-        self.retry_at = time.monotonic() + self.delay
-        return self.delay
-
-    def succeeded(self) -> None:
-        self.delay = 0.0
-
-    def remaining(self) -> float:
-        return max(0.0, self.retry_at - time.monotonic())
-
-
-class Capture:
+class Capture(Component):
     def __init__(self, config: SightdConfig, camera: CameraConfig, runtime: Runtime):
-        self.camera, self.runtime = camera, runtime
-        self.component = f"capture:{camera.name}"
+        super().__init__(f"capture:{camera.name}", config.transport, runtime)
+        self.camera = camera
         self.period = 1.0 / camera.fps if camera.fps > 0 else 0.0
-        self.status_interval = config.transport.status_interval
         cv2.setNumThreads(1)  # per-frame work is small; threads would only contend for cores
         self.sock = bind_publisher(config.camera_endpoint(camera.name), config.transport)
         self.source = None
-        self.backoff = Backoff()
-        self.state, self.error = "starting", None
-        self.seq = self.attempts = self.failures = 0
+        self.backoff = Backoff(RETRY_FIRST, RETRY_MAX)
+        self.ended = False  # a recording that ended: stay up, idle, and say so
+        self.seq = self.captured = self.attempts = self.failures = 0
         self.rate = RateMeter()
-        self.next_frame_at = self.next_status_at = time.monotonic()
+        self.next_frame_at = time.monotonic()
+        log.info("%s: publishing %s", self.name, describe(camera))
 
-    def run(self) -> None:
-        log.info("%s: publishing %s", self.component, describe(self.camera))
-        while not self.runtime.stop.is_set():
-            self.runtime.beat()
-            self._maybe_send_status()
-            if self.state == "offline":  # the recording ended: stay up, idle, report it
-                self.runtime.stop.wait(WAIT_STEP)
-            elif self.source is None:
-                self._open_when_due()
-            elif self._wait_for_frame_time():
-                self._publish_next()
+    def cycle(self, wait: float) -> None:
+        if self.ended:
+            self.runtime.stop.wait(wait)
+        elif self.source is None:
+            self._open_when_due(wait)
+        elif self._wait_for_frame_time(wait):
+            self._publish_next()
 
     def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
-        self.state = "offline"
-        self._send_status()
+        self._drop_source()
         self.sock.close()
 
-    def _open_when_due(self) -> None:
-        wait = self.backoff.remaining()
-        if wait > 0:
-            self.runtime.stop.wait(min(wait, WAIT_STEP))
+    def _open_when_due(self, wait: float) -> None:
+        remaining = self.backoff.remaining()
+        if remaining > 0:
+            self.runtime.stop.wait(min(remaining, wait))
             return
         self.attempts += 1
         try:
@@ -113,20 +83,21 @@ class Capture:
         except SourceError as exc:
             self._failed(str(exc))
 
-    def _wait_for_frame_time(self) -> bool:
+    def _wait_for_frame_time(self, wait: float) -> bool:
         """Sleep towards the next frame time; True once it has come."""
-        wait = self.next_frame_at - time.monotonic()
-        if wait > 0:
-            self.runtime.stop.wait(min(wait, WAIT_STEP))
+        remaining = self.next_frame_at - time.monotonic()
+        if remaining > 0:
+            self.runtime.stop.wait(min(remaining, wait))
         return time.monotonic() >= self.next_frame_at and not self.runtime.stop.is_set()
 
     def _publish_next(self) -> None:
         try:
             got = self.source.read(WAIT_STEP)
         except SourceEnded as exc:
-            log.info("%s: %s; publishing stops", self.component, exc)
+            log.info("%s: %s; publishing stops", self.name, exc)
             self._drop_source()
-            self.state, self.error = "offline", str(exc)
+            self.ended = True
+            self.set_state("offline", str(exc))
             return
         except SourceError as exc:
             self._failed(str(exc))
@@ -134,6 +105,7 @@ class Capture:
         if got is None:
             return
         frame, captured_at = got
+        self.captured += 1
         if self.camera.resize:
             frame = cv2.resize(frame, tuple(self.camera.resize), interpolation=cv2.INTER_AREA)
         camera = self.camera
@@ -144,8 +116,8 @@ class Capture:
         self.seq += 1
         self.rate.add()
         if self.state != "online":
-            log.info("%s: online (%s)", self.component, describe(camera))
-        self.state, self.error = "online", None
+            log.info("%s: online (%s)", self.name, describe(camera))
+        self.set_state("online")
         self.backoff.succeeded()
         self.next_frame_at = max(self.next_frame_at + self.period, time.monotonic())
 
@@ -153,31 +125,23 @@ class Capture:
         self._drop_source()
         self.failures += 1
         delay = self.backoff.failed()
-        self.state, self.error = "reconnecting", message
-        log.warning("%s: %s; retrying in %.0f s", self.component, message, delay)
+        self.set_state("reconnecting", message)
+        log.warning("%s: %s; retrying in %.0f s", self.name, message, delay)
 
     def _drop_source(self) -> None:
         if self.source is not None:
             self.source.close()
             self.source = None
 
-    def _maybe_send_status(self) -> None:
-        if time.monotonic() >= self.next_status_at:
-            self._send_status()
-            self.next_status_at = time.monotonic() + self.status_interval
-
-    def _send_status(self) -> None:
+    def figures(self) -> dict:
         figures = dict(
             source=describe(self.camera),
+            frames_captured=self.captured,
             frames_out=self.seq,
             fps=round(self.rate.rate(), 2),
             attempts=self.attempts,
             failures=self.failures,
-            error=self.error,
         )
         if self.state == "reconnecting":
             figures["retry_in"] = round(self.backoff.remaining(), 1)
-        body = status_body(self.component, self.state, **figures)
-        # PUB never blocks; should a send fail anyway, the next status replaces this one.
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.send_multipart(pack_message("status", self.component, body), zmq.NOBLOCK)
+        return figures

@@ -22,6 +22,7 @@ from sightd.cli import config_option
 def capture(config_path: str | None, camera: str | None, source: str | None, fps: float | None):
     """Publish one camera's frames on its frames endpoint until Ctrl-C."""
     from sightd.config import load_config, override
+    from sightd.daemon.forwarder import foreground_status_bus
     from sightd.process import foreground_runtime
     from sightd.publishers.capture import run_capture
     from sightd.sources import validate_cameras, with_source
@@ -37,7 +38,9 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
     cameras[index] = override(cameras[index], f"cameras[{index}]", fps=fps)
     config = config.model_copy(update={"cameras": cameras})
     validate_cameras(config, config_path or "")  # a wrong kind or option: one line, no retries
-    run_capture(config, name, foreground_runtime(f"capture:{name}", config.log_level))
+    runtime = foreground_runtime(f"capture:{name}", config.log_level)
+    with foreground_status_bus(config.transport):
+        run_capture(config, name, runtime)
 
 
 @click.command("infer")
@@ -47,10 +50,13 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
 def infer(config_path: str | None, model_path: str | None, device: str | None):
     """Classify the cameras' frames; publish labels, events and status until Ctrl-C."""
     from sightd.config import load_config, override
+    from sightd.daemon.forwarder import foreground_status_bus
     from sightd.process import foreground_runtime
     from sightd.publishers.inference import run_inference
 
     config = load_config(config_path)
     model = override(config.model, "model", path=model_path, device=device)
     config = config.model_copy(update={"model": model})
-    run_inference(config, foreground_runtime("infer", config.log_level))
+    runtime = foreground_runtime("infer", config.log_level)
+    with foreground_status_bus(config.transport):
+        run_inference(config, runtime)

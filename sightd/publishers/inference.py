@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,11 @@ import torch
 import zmq
 
 from sightd.classifier import Classifier
+from sightd.component import Component
 from sightd.config import EventsConfig, SightdConfig
 from sightd.preprocessing import crop_roi, roi_min_side
 from sightd.process import RateMeter, Runtime
-from sightd.protocol import decode_image, event_body, label_body, pack_message, status_body
+from sightd.protocol import decode_image, event_body, label_body, pack_message
 from sightd.publishers.events import Debouncer, decide_label
 from sightd.publishers.intake import FrameIntake
 from sightd.publishers.model_watcher import ModelWatcher, file_signature, load_tested
@@ -30,16 +32,10 @@ from sightd.transport import bind_publisher, connect_subscriber
 
 log = logging.getLogger("sightd.infer")
 
-WAIT_STEP = 0.5  # longest wait for frames: stop and the heartbeat stay prompt
-
 
 def run_inference(config: SightdConfig, runtime: Runtime) -> None:
     """Classify every camera's frames until runtime.stop is set."""
-    worker = Worker(config, runtime)
-    try:
-        worker.run()
-    finally:
-        worker.close()
+    Worker(config, runtime).run()
 
 
 def model_input(
@@ -71,14 +67,14 @@ class CycleFigures:
     max_age: float = 0.0
 
 
-class Worker:
+class Worker(Component):
     def __init__(self, config: SightdConfig, runtime: Runtime):
-        self.config, self.runtime = config, runtime
+        super().__init__("infer", config.transport, runtime)
+        self.config = config
         transport, model = config.transport, config.model
         self.pub = bind_publisher(transport.labels, transport)
-        self.state = "starting"
         self.classifier: Classifier | None = None
-        self._send_status()
+        self.publish_status()  # "starting": loading the model can take a while
         limit_threads(model.threads)
         signature = file_signature(model.path)
         max_batch = max(1, len(config.cameras))  # one newest frame per camera
@@ -93,30 +89,23 @@ class Worker:
         sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
         self.intake = FrameIntake(sub, cameras, config.frame_endpoints())
         self.debouncers = {name: debouncer(config.events) for name in cameras}
+        self.per_camera = {name: Counter() for name in cameras}  # labels, stale, events
         self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
-        self.cycle, self.rate = CycleFigures(), RateMeter()
-        self.next_status_at = time.monotonic()
-        self.state = "online"
+        self.last_error: str | None = None
+        self.cycle_figures, self.rate = CycleFigures(), RateMeter()
+        self.set_state("online")
         log.info("worker online: model %s on %s", self.classifier.name, self.classifier.device)
 
-    def run(self) -> None:
-        while not self.runtime.stop.is_set():
-            self.runtime.beat()
-            wait = min(WAIT_STEP, max(0.0, self.next_status_at - time.monotonic()))
-            frames = self.intake.collect(wait)
-            if frames:
-                self._classify(frames)
-            self._swap_model_if_ready()
-            if time.monotonic() >= self.next_status_at:
-                self._send_status()
-                self.next_status_at = time.monotonic() + self.config.transport.status_interval
+    def cycle(self, wait: float) -> None:
+        frames = self.intake.collect(wait)
+        if frames:
+            self._classify(frames)
+        self._swap_model_if_ready()
 
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
         self.intake.close()
-        self.state = "offline"
-        self._send_status()
         self.pub.close()
 
     def _classify(self, frames: dict[str, tuple[dict[str, Any], bytes]]) -> None:
@@ -129,15 +118,17 @@ class Worker:
                 batch.append((header, image))
         if not batch:
             return
+        started = time.perf_counter()
         try:
             predictions = self.classifier.predict([image for _, image in batch])
         except Exception:  # e.g. out of device memory: skip this batch, keep serving
             log.exception("classification failed; %d frame(s) skipped", len(batch))
             self.classify_errors += 1
             return
+        inference_s = time.perf_counter() - started
         for (header, _), prediction in zip(batch, predictions, strict=True):
             if self._fresh(header):
-                self._publish(header, prediction.label, prediction.confidence, prediction.scores)
+                self._publish(header, prediction, inference_s)
 
     def _decode(self, header: dict[str, Any], payload: bytes):
         try:
@@ -145,27 +136,33 @@ class Worker:
             return model_input(header, payload, size, roi)
         except Exception as exc:  # ProtocolError, or whatever else a hostile payload finds
             self.decode_errors += 1
-            self.intake.counts.last_malformed = str(exc)[:200]
+            self.last_error = str(exc)[:200]
             return None
 
     def _fresh(self, header: dict[str, Any]) -> bool:
         """Taken within max_frame_age of now (a frame from the future is not trusted either)."""
         fresh = abs(time.time() - header["captured_at"]) <= self.config.model.max_frame_age
-        self.stale += not fresh
+        if not fresh:
+            self.stale += 1
+            self.per_camera[header["camera"]]["stale"] += 1
         return fresh
 
-    def _publish(self, header: dict, label: str, confidence: float, scores: dict) -> None:
-        camera, seq = header["camera"], header["seq"]
-        label = decide_label(label, confidence, self.config.model.min_confidence)
+    def _publish(self, header: dict, prediction, inference_s: float) -> None:
+        camera, seq, confidence = header["camera"], header["seq"], prediction.confidence
+        label = decide_label(prediction.label, confidence, self.config.model.min_confidence)
         info = {"name": self.classifier.info.arch, "hash": self.classifier.checkpoint.digest}
-        body = label_body(camera, seq, header["captured_at"], label, confidence, scores, info)
+        body = label_body(
+            camera, seq, header["captured_at"], label, confidence, prediction.scores, info
+        )
+        body["inference_s"] = round(inference_s, 6)
         self._send(pack_message("label", camera, body))
         self.frames_out += 1
+        self.per_camera[camera]["labels"] += 1
         self.rate.add()
         age = body["inferred_at"] - header["captured_at"]
-        self.cycle.classified += 1
-        self.cycle.latency_sum += age
-        self.cycle.max_age = max(self.cycle.max_age, age)
+        self.cycle_figures.classified += 1
+        self.cycle_figures.latency_sum += age
+        self.cycle_figures.max_age = max(self.cycle_figures.max_age, age)
         change = self.debouncers[camera].update(label, confidence, header["captured_at"])
         if change is not None:
             log.info("%s: %s -> %s", camera, change.previous, change.label)
@@ -179,6 +176,7 @@ class Worker:
                 held_s=change.held_s,
             )
             self._send(pack_message("event", camera, event))
+            self.per_camera[camera]["events"] += 1
 
     def _swap_model_if_ready(self) -> None:
         new = self.watcher.take() if self.watcher is not None else None
@@ -192,18 +190,19 @@ class Worker:
         except zmq.ZMQError as exc:  # PUB drops for slow readers; this is a closed socket
             log.debug("send failed: %s", exc)
 
-    def _send_status(self) -> None:
-        self._send(
-            pack_message("status", "infer", status_body("infer", self.state, **self._figures()))
-        )
-
-    def _figures(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         if self.classifier is None:
             return {}
-        counts, cycle, watcher = self.intake.counts, self.cycle, self.watcher
-        self.cycle = CycleFigures()
-        return {
-            "model": self.classifier.name,
+        counts, cycle, watcher = self.intake.counts, self.cycle_figures, self.watcher
+        self.cycle_figures = CycleFigures()
+        info = self.classifier.info
+        figures = {
+            "model": {
+                "name": self.classifier.name,
+                "arch": info.arch,
+                "digest": self.classifier.checkpoint.digest,
+                "classes": list(info.classes),
+            },
             "frames_in": counts.frames_in,
             "frames_out": self.frames_out,
             "dropped": counts.dropped,
@@ -211,13 +210,18 @@ class Worker:
             "malformed": counts.malformed,
             "decode_errors": self.decode_errors,
             "classify_errors": self.classify_errors,
-            "last_error": counts.last_malformed,
+            "last_error": self.last_error or counts.last_malformed,
             "fps": round(self.rate.rate(), 2),
-            "latency_ms": round(1000 * cycle.latency_sum / max(cycle.classified, 1), 2),
-            "max_age_ms": round(1000 * cycle.max_age, 2),
             "resets": self.intake.reconnector.resets,
             "reloads": watcher.reloads if watcher else 0,
             "model_errors": watcher.errors if watcher else 0,
             "model_error": watcher.last_error if watcher else None,
             "labels": {cam: d.stable for cam, d in self.debouncers.items()},
+            "cameras": {
+                cam: {**counts.camera(cam), **self.per_camera[cam]} for cam in self.per_camera
+            },
         }
+        if cycle.classified:  # no latency to speak of when nothing flowed
+            figures["latency_ms"] = round(1000 * cycle.latency_sum / cycle.classified, 2)
+            figures["max_age_ms"] = round(1000 * cycle.max_age, 2)
+        return figures

@@ -8,7 +8,8 @@ Nothing a peer sends can stop the worker: a malformed message is counted and dro
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -27,6 +28,10 @@ class IntakeCounts:
     dropped: int = 0  # superseded by a newer frame of the same camera before classification
     malformed: int = 0  # broke the protocol: parts, msgpack, version, fields, sizes, camera
     last_malformed: str | None = None
+    per_camera: dict[str, Counter] = field(default_factory=dict)  # frames_in, dropped
+
+    def camera(self, name: str) -> Counter:
+        return self.per_camera.setdefault(name, Counter())
 
 
 class FrameIntake:
@@ -58,6 +63,7 @@ class FrameIntake:
             camera = frame[0]["camera"]
             if camera in newest:
                 self.counts.dropped += 1
+                self.counts.camera(camera)["dropped"] += 1
             newest[camera] = frame
         return newest
 
@@ -75,6 +81,7 @@ class FrameIntake:
             self._malformed(f"{type(exc).__name__}: {exc}")
             return None
         self.counts.frames_in += 1
+        self.counts.camera(header["camera"])["frames_in"] += 1
         return header, payload
 
     def _malformed(self, reason: str) -> None:

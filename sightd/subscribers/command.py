@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from typing import Any, ClassVar
 
 from pydantic import AliasChoices, Field, field_validator
 
+from sightd.backoff import Cooldown
 from sightd.errors import SightdError
 from sightd.subscribers.base import Subscriber, SubscriberConfig, Topic
 from sightd.subscribers.placeholders import check_template, message_values, render
@@ -56,23 +56,20 @@ class CommandSubscriber(Subscriber):
         if self.program is None:
             raise SightdError(f"command: program {program!r} not found (or not executable)")
         self.running: dict[int, subprocess.Popen] = {}
-        self.last_run: dict[str, float] = {}
+        self.cooldown = Cooldown(self.config.cooldown)
         self.counts = {"runs": 0, "skipped": 0, "timeouts": 0, "failures": 0}
         self.lock = threading.Lock()
 
     def handle(self, message: dict[str, Any]) -> None:
         values = message_values(message)
-        now = time.monotonic()
         with self.lock:
-            last = self.last_run.get(values["label"])
-            if last is not None and now - last < self.config.cooldown:
-                self.counts["skipped"] += 1
-                return
             if len(self.running) >= self.config.max_concurrent:
                 self.counts["skipped"] += 1
                 self.log.warning("skipped %s: %d runs going", values["label"], len(self.running))
                 return
-            self.last_run[values["label"]] = now
+            if not self.cooldown.ready(values["label"]):
+                self.counts["skipped"] += 1
+                return
             argv = [self.program, *(render(arg, values) for arg in self.config.run[1:])]
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True

@@ -55,6 +55,7 @@ def subscribe(subscriber: str, options: tuple[str, ...], config_path: str | None
     a hung subscriber by itself).
     """
     from sightd.config import SubscriberEntry, load_config
+    from sightd.daemon.forwarder import foreground_status_bus
     from sightd.process import foreground_runtime
     from sightd.subscribers.host import SubscriberStuck, run_subscriber
     from sightd.subscribers.registry import parse_entry, subscriber_name
@@ -74,7 +75,8 @@ def subscribe(subscriber: str, options: tuple[str, ...], config_path: str | None
     config = config.model_copy(update={"subscribers": entries})
     runtime = foreground_runtime(subscriber_name(config, index), config.log_level)
     try:
-        run_subscriber(config, index, runtime)
+        with foreground_status_bus(config.transport):
+            run_subscriber(config, index, runtime)
     except SubscriberStuck as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.stdout.flush()

@@ -10,7 +10,6 @@ SubscriberStuck: under `sightd run` the process exits non-zero and the superviso
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
 import threading
@@ -20,20 +19,16 @@ from typing import Any
 
 import zmq
 
+from sightd.component import Component
 from sightd.config import SightdConfig, TransportConfig
 from sightd.process import Runtime
-from sightd.protocol import ProtocolError, pack_message, status_body, unpack_message
+from sightd.protocol import decode_message
 from sightd.subscribers.base import Subscriber, SubscriberContext
 from sightd.subscribers.registry import parse_entry, subscriber_class
-from sightd.transport import connect_publisher, connect_subscriber, recv_parts
+from sightd.transport import connect_subscriber, recv_parts
 
 DRAIN_SECONDS = 3.0  # on stop, queued messages get this long to be handled (log: no loss)
 POLL_MS = 200  # every blocking wait is bounded so stop and the watchdog are seen quickly
-_REQUIRED = {  # fields the host relies on before any plugin sees a message
-    "label": {"camera": str, "label": str, "confidence": (int, float), "captured_at": (int, float)},
-    "event": {"camera": str, "label": str, "confidence": (int, float), "at": (int, float)},
-    "status": {"component": str, "state": str, "at": (int, float)},
-}
 
 
 class SubscriberStuck(RuntimeError):
@@ -77,9 +72,10 @@ class Inbox:
         return len(self._items)
 
 
-class Host:
+class Host(Component):
     def __init__(self, plugin: Subscriber, transport: TransportConfig, runtime: Runtime):
-        self.plugin, self.transport, self.runtime = plugin, transport, runtime
+        super().__init__(runtime.name, transport, runtime)
+        self.plugin = plugin
         self.log = plugin.log
         self.inbox = Inbox(plugin.config.queue_size)
         self.counts: Counter[str] = Counter()  # received, delivered, errors, dropped, invalid
@@ -88,29 +84,39 @@ class Host:
         self.draining = threading.Event()
         self.abandon = threading.Event()
         self._seen_errors: set[str] = set()
+        self.sub: zmq.Socket | None = None
+        self.handler: threading.Thread | None = None
 
     def run(self) -> None:
         self.plugin.start()
-        status = connect_publisher(self.transport.status_in, self.transport)
-        sub = connect_subscriber(self._endpoints(), self._prefixes(), self.transport)
-        worker = threading.Thread(target=self._work, name="subscriber-handler", daemon=True)
-        worker.start()
-        try:
-            self._loop(sub, status)
-        except BaseException:
-            self._report(status, "offline")  # no drain, no close: the handler may never return
-            raise
-        finally:
-            sub.close()
-            status.setsockopt(zmq.LINGER, 500)  # let the last status leave
-        self._finish(worker)
-        self._report(status, "offline")
-        status.close()
+        self.sub = connect_subscriber(self._endpoints(), self._prefixes(), self.transport)
+        self.handler = threading.Thread(target=self._work, name="subscriber-handler", daemon=True)
+        self.handler.start()
+        super().run()
+
+    def cycle(self, wait: float) -> None:
+        if self.sub.poll(min(wait, POLL_MS / 1000) * 1000):
+            self._receive(self.sub)
+        self._check_stuck()
+        state = _ask(self.plugin.state, "online")
+        self.set_state(state, None if state == "online" else self._why_not_online())
+
+    def close(self) -> None:
+        self.sub.close()
+        # Stopped as asked: drain the inbox and close the plugin. After SubscriberStuck (or a
+        # bug) no drain, no close: the handler may never return.
+        if self.runtime.stop.is_set():
+            self._finish(self.handler)
+
+    def _why_not_online(self) -> str:
+        error = _ask(self.plugin.figures, {}).get("error")
+        return str(error) if error else "its service is unreachable"
 
     def _endpoints(self) -> list[str]:
-        endpoints = [self.transport.labels]  # the worker: labels, events and its status
+        # Labels and events come from the worker; everyone's status from the status bus.
+        endpoints = [self.transport.labels]
         if "status" in self.plugin.topics:
-            endpoints.append(self.transport.status)  # the supervisor forwards everyone else's
+            endpoints.append(self.transport.status)
         return endpoints
 
     def _prefixes(self) -> list[bytes]:
@@ -120,18 +126,6 @@ class Host:
             for kind in self.plugin.topics
             for camera in (cameras if cameras and kind != "status" else [""])
         ]
-
-    def _loop(self, sub: zmq.Socket, status: zmq.Socket) -> None:
-        interval = self.transport.status_interval
-        next_report = 0.0
-        while not self.runtime.stop.is_set():
-            if sub.poll(POLL_MS):
-                self._receive(sub)
-            self._check_stuck()
-            self.runtime.beat()
-            if time.monotonic() >= next_report:
-                self._report(status, _ask(self.plugin.state, "online"))
-                next_report = time.monotonic() + interval
 
     def _receive(self, sub: zmq.Socket) -> None:
         for _ in range(1000):  # drain what is waiting, but come back to beat and check
@@ -210,19 +204,10 @@ class Host:
         since = self.busy_since  # a handle() call running long shows here before the deadline
         busy = round(time.monotonic() - since, 1) if since is not None else 0.0
         figures = {k: self.counts[k] for k in ("received", "delivered", "errors", "dropped")}
-        return {
-            **figures,
-            "invalid": self.counts["invalid"],
-            "queued": len(self.inbox),
-            "latency_ms": latency,
-            "busy_s": busy,
-            **_ask(self.plugin.figures, {}),
-        }
-
-    def _report(self, status: zmq.Socket, state: str) -> None:
-        body = status_body(self.runtime.name, state, **self.figures())
-        with contextlib.suppress(zmq.Again):  # best effort: status never blocks the subscriber
-            status.send_multipart(pack_message("status", self.runtime.name, body), zmq.NOBLOCK)
+        figures.update(invalid=self.counts["invalid"], queued=len(self.inbox), busy_s=busy)
+        if latency is not None:  # none to speak of when nothing was delivered
+            figures["latency_ms"] = latency
+        return {**figures, **_ask(self.plugin.figures, {})}
 
 
 def _ask(method, default):
@@ -235,17 +220,9 @@ def _ask(method, default):
 
 def decode(parts: list[bytes] | None) -> dict[str, Any] | None:
     """A message for handle(): the body plus its kind; None when it breaks the protocol."""
-    if parts is None:
+    message = decode_message(parts)
+    if message is None or message["kind"] == "frame":
         return None
-    try:
-        kind, name, body = unpack_message(parts)
-    except ProtocolError:
-        return None
-    for key, types in _REQUIRED[kind].items():
-        value = body.get(key)
-        if not isinstance(value, types) or isinstance(value, bool):
-            return None
-    if kind != "status" and body["camera"] != name:
-        return None
-    body.pop("v", None)
-    return {"kind": kind, **body}
+    for key in ("v", "name", "topic"):
+        del message[key]
+    return message

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from sightd.atomic import fsync_folder
 from sightd.errors import SightdError
 from sightd.subscribers.base import Subscriber, SubscriberConfig, Topic
 
@@ -88,7 +89,7 @@ class LogSubscriber(Subscriber):
                 os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
         if self.config.backups:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        _fsync_folder(self.path.parent)
+        fsync_folder(self.path.parent)
         self.rotations += 1
         self._open()
 
@@ -116,11 +117,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -196,7 +196,10 @@ class MqttSubscriber(Subscriber):
         return "online" if self.connected else "reconnecting"
 
     def figures(self) -> dict[str, Any]:
-        return {**self.counts, "connected": self.connected}
+        figures = {**self.counts, "connected": self.connected}
+        if not self.connected:
+            figures["error"] = f"cannot reach the broker at {self.config.host}:{self.config.port}"
+        return figures
 
     def close(self) -> None:
         """Say "offline" ourselves: a clean disconnect does not fire the Last Will."""

@@ -6,11 +6,13 @@ import sys
 import time
 from typing import Any, ClassVar
 
+from sightd.publishers.events import UNKNOWN
 from sightd.subscribers.base import Subscriber, Topic
 
 
 def format_line(message: dict[str, Any]) -> str:
-    """label: time camera label confidence; event: ... (was previous); status: its state."""
+    """label: time camera label confidence (and the top guess beside unknown); event: the same
+    with (was previous), or (first) for a camera's first stable label; status: its state."""
     kind = message["kind"]
     if kind == "status":
         who, state = _printable(message["component"]), _printable(message["state"])
@@ -18,8 +20,12 @@ def format_line(message: dict[str, Any]) -> str:
     when = message["captured_at"] if kind == "label" else message["at"]
     label = _printable(message["label"])
     line = f"{_clock(when)} {message['camera']} {label} {message['confidence']:.2f}"
+    scores = message.get("scores")
+    if kind == "label" and message["label"] == UNKNOWN and isinstance(scores, dict) and scores:
+        line += f" (best guess {_printable(max(scores, key=scores.get))})"
     if kind == "event":
-        line += f" (was {_printable(message.get('previous') or 'nothing')})"
+        previous = message.get("previous")  # None, as in the log: no stable label before
+        line += f" (was {_printable(previous)})" if previous is not None else " (first)"
     return line
 
 
@@ -33,8 +39,8 @@ def _clock(timestamp: float) -> str:
 
 
 class PrintSubscriber(Subscriber):
-    default_topics: ClassVar[tuple[Topic, ...]] = ("label",)
-    example: ClassVar[dict[str, Any]] = {"topics": ["label", "event"]}
+    default_topics: ClassVar[tuple[Topic, ...]] = ("label", "event")
+    example: ClassVar[dict[str, Any]] = {"topics": ["event"]}
     acts: ClassVar[bool] = False  # it records: unknown is printed like any label
 
     def handle(self, message: dict[str, Any]) -> None:

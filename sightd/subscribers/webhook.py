@@ -18,8 +18,11 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from sightd import __version__
+from sightd.backoff import Backoff, Cooldown
 from sightd.errors import SightdError
 from sightd.subscribers.base import Subscriber, SubscriberConfig, Topic
+
+MAX_RETRY_DELAY = 60.0  # seconds: a retry further off than this is no longer worth waiting for
 
 
 class WebhookConfig(SubscriberConfig):
@@ -50,7 +53,11 @@ class WebhookConfig(SubscriberConfig):
 
 def worst_case_seconds(config: WebhookConfig) -> float:
     attempts = config.retries + 1
-    return attempts * config.timeout + config.backoff * (2**config.retries - 1)
+    return attempts * config.timeout + sum(retry_delays(config))
+
+
+def retry_delays(config: WebhookConfig) -> list[float]:
+    return Backoff(config.backoff, MAX_RETRY_DELAY).delays(config.retries)
 
 
 class WebhookError(Exception):
@@ -77,26 +84,22 @@ class WebhookSubscriber(Subscriber):
                     f"export {self.config.token_env}=<token> or remove token_env"
                 )
             self.headers["Authorization"] = f"Bearer {token}"
-        self.last_post: dict[str, float] = {}
+        self.cooldown = Cooldown(self.config.cooldown)
+        self.retry_delays = retry_delays(self.config)
         self.counts = {"posts": 0, "retries": 0, "skipped": 0}
 
     def handle(self, message: dict[str, Any]) -> None:
-        label = str(message.get("label", ""))
-        last = self.last_post.get(label)
-        if last is not None and time.monotonic() - last < self.config.cooldown:
+        if not self.cooldown.ready(str(message.get("label", ""))):
             self.counts["skipped"] += 1
             return
-        self.last_post[label] = time.monotonic()
         self._post(json.dumps(message, allow_nan=False).encode())
         self.counts["posts"] += 1
 
     def _post(self, body: bytes) -> None:
-        delay = self.config.backoff
         for attempt in range(self.config.retries + 1):
             if attempt:
                 self.counts["retries"] += 1
-                time.sleep(delay)
-                delay *= 2
+                time.sleep(self.retry_delays[attempt - 1])
             problem = self._attempt(body)
             if problem is None:
                 return
