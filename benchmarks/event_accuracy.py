@@ -145,6 +145,7 @@ def pipeline_config(workdir: Path, stretches, fps: float, model: dict, events: d
         {
             "cameras": [{"name": "cam0", "source": str(video), "fps": fps, "loop": True}],
             "transport": {n: free_endpoint() for n in ("frames", "labels", "status", "status_in")},
+            "http": {"listen": free_endpoint().removeprefix("tcp://")},
             "model": model,
             "events": {k: v for k, v in events.items() if v is not None},
             "log_level": "warning",

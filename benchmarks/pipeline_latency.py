@@ -81,6 +81,7 @@ def write_config(folder: Path, video: Path, model: Path, cameras: int, fps: floa
             "labels": f"tcp://127.0.0.1:{BASE_PORT + 1}",
             "status_interval": 1.0,
         },
+        "http": {"listen": f"127.0.0.1:{BASE_PORT + 4}"},
         "model": {"path": str(model), "device": "cpu"},
         "log_level": "warning",
     }

@@ -130,6 +130,7 @@ def write_config(root: Path, video: Path, model: Path, broker: Broker | None) ->
     config = {
         "cameras": [{"name": "cam0", "source": str(video), "fps": 0}],
         "transport": {**{n: f"tcp://127.0.0.1:{free_port()}" for n in names}},
+        "http": {"listen": f"127.0.0.1:{free_port()}"},
         "model": {"path": str(model), "device": "cpu", "reload": False},
         "subscribers": subscribers,
         "daemon": {"max_restarts": 1000},  # a soak kills children on purpose: never give up

@@ -120,6 +120,7 @@ def config_file(tmp_path):
                 "status_in": f"tcp://127.0.0.1:{free_port()}",
                 "status_interval": 0.5,
             },
+            "http": {"listen": f"127.0.0.1:{free_port()}"},  # never the default 8765 in tests
             "subscribers": [],
         }
         for key, value in sections.items():

@@ -93,6 +93,7 @@ class Daemon:
         return {
             "cameras": [{"name": "cam0", "source": str(video), "fps": 10}],
             "transport": {**endpoints, "status_interval": 0.5},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
             "model": {"path": str(checkpoint), "device": "cpu", "reload": False},
             "events": {"stable_frames": 2},
             "subscribers": [{"type": "print", "topics": ["event"]}, {"type": "crashy"}],

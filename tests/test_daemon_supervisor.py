@@ -40,6 +40,12 @@ def crash_at_start(config, runtime):
     raise RuntimeError("this child always crashes")
 
 
+def refuse_the_config(config, runtime):
+    from sightd.errors import SightdError
+
+    raise SightdError("cannot bind tcp://127.0.0.1:1: Address already in use")
+
+
 def hang_after_a_beat(config, pid_file, runtime):
     """Like a camera read stuck in the driver: alive, but silent."""
     with open(pid_file, "a") as pids:
@@ -240,3 +246,13 @@ def test_the_supervisor_returns_only_when_the_fork_server_is_gone_too(supervise,
     thread.join(30)
     assert not thread.is_alive()
     assert not alive(child_pid) and not alive(server_pid)
+
+
+def test_a_child_stopped_by_a_user_error_is_given_up_at_once(supervise, tmp_path):
+    # given a child that exits with a one-line user error (a taken port, a bad model file)
+    specs = [spec("refusing", "refuse_the_config")]
+    supervisor, _, _ = supervise(specs, max_restarts=5, restart_window=60.0)
+    (child,) = supervisor.children
+    # then it is not restarted five times to print the same error: a restart would not help
+    wait_for(lambda: child.state == "given-up", 20, "the supervisor to give up")
+    assert child.restarts == 0 and "error in the config" in child.last_failure

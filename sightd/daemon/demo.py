@@ -131,6 +131,7 @@ def demo_config(video: Path, model: Path) -> SightdConfig:
         {
             "cameras": [{"name": "cam0", "source": str(video), "fps": float(FPS)}],
             "transport": {name: free_endpoint() for name in names},
+            "http": {"listen": free_endpoint().removeprefix("tcp://")},
             "model": {"path": str(model), "reload": False, "min_confidence": DEMO_MIN_CONFIDENCE},
             "events": DEMO_EVENTS,
             "subscribers": [{"type": "print", "topics": ["label", "event"]}],

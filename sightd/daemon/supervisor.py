@@ -19,9 +19,17 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from sightd.backoff import Backoff
 from sightd.component import Component
 from sightd.config import SightdConfig
-from sightd.daemon.child import SPAWN, ChildSpec, StopFlag, child_main, stop_fork_server
+from sightd.daemon.child import (
+    EXIT_USER_ERROR,
+    SPAWN,
+    ChildSpec,
+    StopFlag,
+    child_main,
+    stop_fork_server,
+)
 from sightd.daemon.forwarder import StatusForwarder
 from sightd.daemon.notify import Watchdog, notify
 from sightd.process import Runtime, configure_logging, set_process_title
@@ -37,7 +45,8 @@ GROUPS = ("captures", "worker", "subscribers")  # start order; stop runs it in r
 
 
 def pipeline_specs(config: SightdConfig) -> list[ChildSpec]:
-    """One capture per camera, one inference worker, one process per subscriber."""
+    """One capture per camera, one inference worker, one process per subscriber, and the HTTP
+    server (/metrics, /healthz), which as a reader of the bus stops with the subscribers."""
     capture, infer = (
         "sightd.publishers.capture:run_capture",
         "sightd.publishers.inference:run_inference",
@@ -48,6 +57,8 @@ def pipeline_specs(config: SightdConfig) -> list[ChildSpec]:
         name = subscriber_name(config, index)  # subscriber:<type>, .<index> when repeated
         target = "sightd.subscribers.host:run_subscriber"
         specs.append(ChildSpec(name, target, (index,), "subscribers"))
+    if config.http.enabled:
+        specs.append(ChildSpec("http", "sightd.web.server:run_http", (), "subscribers"))
     return specs
 
 
@@ -198,8 +209,14 @@ class Supervisor(Component):
             # Once a stop has come (its handler runs in this thread, so this sees it) an exit
             # is no crash: a SIGTERM to the whole process group (`timeout`, `kill -- -PGID`)
             # ends the children a moment after it reaches us.
-            if not self.runtime.stop.is_set():
-                self._failed(child, f"exited with code {child.process.exitcode}")
+            if self.runtime.stop.is_set():
+                return
+            code = child.process.exitcode
+            if code == EXIT_USER_ERROR:  # it logged why (a taken port, a bad model file)
+                reason = "stopped on an error in the config or its files"
+                self._give_up(child, reason, "a restart would not help")
+            else:
+                self._failed(child, f"exited with code {code}")
         elif self._silent_for(child, now) > self._allowed_silence(child):
             log.warning(
                 "%s (pid %d): no heartbeat for %.1f s; killing it",
@@ -232,13 +249,21 @@ class Supervisor(Component):
         recent = len(child.failures)
         window = f"{recent} failures in {self.daemon.restart_window:g} s"
         if recent > self.daemon.max_restarts:
-            child.state = "given-up"
-            log.error("%s %s; giving up on it (%s)", child.spec.name, reason, window)
-            self.publish_status()
+            self._give_up(child, reason, window)
             return
-        delay = min(FIRST_BACKOFF * 2 ** (recent - 1), MAX_BACKOFF)
+        delay = Backoff(FIRST_BACKOFF, MAX_BACKOFF).delays(recent)[-1]
         child.state, child.restart_at = "backoff", now + delay
         log.warning("%s %s; restarting in %.1f s (%s)", child.spec.name, reason, delay, window)
+
+    def _give_up(self, child: Child, reason: str, why: str) -> None:
+        """No more restarts: the rest keeps running, the log and the status say so."""
+        child.last_failure = reason
+        if child.process is not None and not child.process.is_alive():
+            child.process.close()
+        child.process = None
+        child.state = "given-up"
+        log.error("%s %s; giving up on it (%s)", child.spec.name, reason, why)
+        self.publish_status()
 
     def _launch(self, child: Child) -> None:
         if child.state in ("running", "given-up", "stopped"):

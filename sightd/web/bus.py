@@ -7,7 +7,7 @@ import logging
 import zmq
 
 from sightd.config import SightdConfig
-from sightd.protocol import ProtocolError, unpack_message
+from sightd.protocol import decode_message
 from sightd.transport import Reconnector, connect_subscriber, recv_parts
 from sightd.web.metrics import BusState
 
@@ -17,20 +17,13 @@ TOPICS = (b"status.", b"label.", b"event.")
 MAX_DRAIN = 1000  # messages per poll at most, so the caller's heartbeat stays prompt
 
 
-def bus_endpoints(config: SightdConfig) -> list[str]:
-    """Status travels on transport.status; labels and events on transport.labels. A capture or
-    worker that still reports on its own socket (the frames and labels endpoints) is heard
-    there too: on a frames endpoint only status passes, as publishers filter by topic."""
-    transport = config.transport
-    return list(dict.fromkeys([transport.status, transport.labels, *config.frame_endpoints()]))
-
-
 class BusReader:
     def __init__(self, config: SightdConfig, state: BusState):
         self.state = state
         self.sock = connect_subscriber([], TOPICS, config.transport)
         # ZeroMQ alone stops reconnecting after an oversized message; the reconnector connects
-        self.reconnector = Reconnector(self.sock, bus_endpoints(config))
+        transport = config.transport
+        self.reconnector = Reconnector(self.sock, [transport.status, transport.labels])
         self.malformed = self.errors = 0
 
     def poll(self, timeout: float) -> int:
@@ -44,16 +37,13 @@ class BusReader:
                 parts = recv_parts(self.sock, 2, zmq.NOBLOCK)
             except zmq.Again:
                 break
-            try:
-                if parts is None:
-                    raise ProtocolError("more than 2 parts")
-                kind, name, body = unpack_message(parts)
-            except ProtocolError as exc:
+            message = decode_message(parts)
+            if message is None or message["kind"] == "frame":
                 self.malformed += 1
-                log.debug("skipped a malformed message: %s", exc)
                 continue
+            kind, name = message.pop("kind"), message.pop("name")
             try:
-                self.state.feed(kind, name, body)
+                self.state.feed(kind, name, message)
             except Exception:  # a bug of ours: no message may stop /healthz from answering
                 self.errors += 1
                 level = logging.ERROR if self.errors <= 3 else logging.DEBUG  # not a flood

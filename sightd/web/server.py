@@ -13,22 +13,19 @@ import ipaddress
 import logging
 import socket
 import threading
-import time
 from collections.abc import Sequence
 
 import uvicorn
-import zmq
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from sightd.component import Component
 from sightd.config import SightdConfig, split_listen
 from sightd.errors import SightdError
 from sightd.process import Runtime
-from sightd.protocol import pack_message, status_body
-from sightd.transport import connect_publisher
 from sightd.web.bus import BusReader
 from sightd.web.metrics import BusState, registry_for
 
@@ -132,30 +129,6 @@ class HttpServer:
         self.sock.close()
 
 
-class StatusReporter:
-    """status.http on the status bus, so `sightd status` lists this server too."""
-
-    def __init__(self, config: SightdConfig, name: str):
-        self.name, self.config = name, config
-        self.sock = connect_publisher(config.transport.status_in, config.transport)
-        self.next_at = 0.0
-
-    def tick(self, server: HttpServer) -> None:
-        if time.monotonic() >= self.next_at:
-            self.send("online", listen=self.config.http.listen, requests=server.requests)
-            self.next_at = time.monotonic() + self.config.transport.status_interval
-
-    def send(self, state: str, **figures) -> None:
-        body = status_body(self.name, state, **figures)
-        with contextlib.suppress(zmq.ZMQError):  # best effort, never blocking
-            self.sock.send_multipart(pack_message("status", self.name, body), zmq.NOBLOCK)
-
-    def close(self) -> None:
-        self.send("offline", listen=self.config.http.listen)
-        self.sock.setsockopt(zmq.LINGER, 200)  # let the last status leave
-        self.sock.close()
-
-
 def expected_components(config: SightdConfig, own: str) -> list[str]:
     """What `sightd run` starts (and so /healthz waits for), this server aside."""
     from sightd.daemon.supervisor import pipeline_specs  # the supervisor's own list
@@ -174,22 +147,31 @@ def state_for(config: SightdConfig, own: str) -> BusState:
 
 def run_http(config: SightdConfig, runtime: Runtime) -> None:
     """Serve /metrics and /healthz on http.listen until runtime.stop is set."""
-    listen = config.http.listen
-    sock = bind_listen(listen)
-    state = state_for(config, runtime.name)
-    server = HttpServer(create_app(state), sock, config.log_level)
-    reader = BusReader(config, state)
-    reporter = StatusReporter(config, runtime.name)
-    server.start()
-    log.info("http: serving http://%s/metrics and /healthz", listen)
-    try:
-        while not runtime.stop.is_set():
-            runtime.beat()
-            reader.poll(POLL_S)
-            if not server.alive:
-                raise RuntimeError(f"the HTTP server on {listen} stopped: {server.error!r}")
-            reporter.tick(server)
-    finally:
-        server.stop()
-        reader.close()
-        reporter.close()
+    HttpComponent(config, runtime).run()
+
+
+class HttpComponent(Component):
+    """The bus reader in the main loop, uvicorn in its own thread."""
+
+    def __init__(self, config: SightdConfig, runtime: Runtime):
+        super().__init__(runtime.name, config.transport, runtime)
+        self.listen = config.http.listen
+        sock = bind_listen(self.listen)
+        state = state_for(config, runtime.name)
+        self.server = HttpServer(create_app(state), sock, config.log_level)
+        self.reader = BusReader(config, state)
+        self.server.start()
+        self.set_state("online")
+        log.info("http: serving http://%s/metrics and /healthz", self.listen)
+
+    def cycle(self, wait: float) -> None:
+        self.reader.poll(min(wait, POLL_S))
+        if not self.server.alive:
+            raise RuntimeError(f"the HTTP server on {self.listen} stopped: {self.server.error!r}")
+
+    def figures(self) -> dict:
+        return {"listen": self.listen, "requests": self.server.requests}
+
+    def close(self) -> None:
+        self.server.stop()
+        self.reader.close()
