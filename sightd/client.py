@@ -8,6 +8,7 @@ Malformed messages are skipped.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ from sightd.protocol import KINDS, decode_message, topic
 from sightd.transport import Reconnector, connect_subscriber, recv_parts
 
 POLL_MS = 500  # longest blocking wait, so Ctrl-C and the timeout are honoured promptly
+QUIET_WARNING = 10.0  # seconds without a message before saying what is known about why
+
+log = logging.getLogger("sightd.client")
 
 
 def subscribe(
@@ -46,8 +50,10 @@ def subscribe(
     prefix = topic(kind, wanted) if wanted else f"{kind}.".encode()
     sock = connect_subscriber([], [prefix], config.transport)
     reconnector = Reconnector(sock, endpoints)  # ZeroMQ alone gives up after oversized messages
+    what = f"{kind} messages" + (f" of {camera}" if camera else "")
+    log.info("waiting for %s on %s", what, ", ".join(endpoints))
     try:
-        yield from _receive(reconnector, kind, wanted, timeout)
+        yield from _receive(reconnector, kind, wanted, timeout, endpoints)
     finally:
         reconnector.close()
         sock.close()
@@ -62,11 +68,16 @@ def _endpoints(kind, camera, endpoint, config: SightdConfig) -> list[str]:
     return [transport.status if kind == "status" else transport.labels]
 
 
-def _receive(reconnector: Reconnector, kind: str, wanted: str | None, timeout: float | None):
+def _receive(
+    reconnector: Reconnector, kind: str, wanted: str | None, timeout: float | None, endpoints
+):
     sock = reconnector.sock
-    quiet_since = time.monotonic()
+    quiet_since = warned_at = time.monotonic()
     while True:
         reconnector.poll()
+        if time.monotonic() - warned_at >= QUIET_WARNING:
+            _warn_quiet(reconnector, kind, endpoints, time.monotonic() - quiet_since)
+            warned_at = time.monotonic()
         wait = POLL_MS
         if timeout is not None:
             left = timeout - (time.monotonic() - quiet_since)
@@ -78,6 +89,12 @@ def _receive(reconnector: Reconnector, kind: str, wanted: str | None, timeout: f
         message = decode_message(recv_parts(sock, 3, zmq.NOBLOCK))
         # The prefix "label.cam1" also matches "label.cam10": compare the whole name.
         if message and message["kind"] == kind and (not wanted or message["name"] == wanted):
-            quiet_since = time.monotonic()
+            quiet_since = warned_at = time.monotonic()
             del message["name"]
             yield message
+
+
+def _warn_quiet(reconnector: Reconnector, kind: str, endpoints: list[str], quiet: float) -> None:
+    """A wrong port or a CURVE mismatch looks like silence: say what the sockets know."""
+    why = "; ".join(f"{e}: {reconnector.why_quiet(e)}" for e in endpoints)
+    log.warning("no %s messages for %.0f s (%s)", kind, quiet, why)

@@ -27,7 +27,9 @@ from sightd.cli import config_option
 def listen(config_path, kind, camera, endpoint, timeout) -> None:
     """Print label, event, status or frame messages as JSON lines until Ctrl-C."""
     from sightd.client import subscribe
+    from sightd.process import configure_logging
 
+    configure_logging("info")  # on stderr: which endpoint it waits on, and a warning if quiet
     messages = subscribe(kind, camera, list(endpoint) or None, config_path, timeout)
     try:
         for message in messages:

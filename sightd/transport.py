@@ -72,6 +72,13 @@ def connect_subscriber(
     return sock
 
 
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
 class Reconnector:
     """Reconnects a connecting socket to a peer that ZeroMQ has given up on.
 
@@ -83,9 +90,10 @@ class Reconnector:
 
     def __init__(self, sock: zmq.Socket, endpoints: Iterable[str] = ()):
         self.sock = sock
-        events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        events = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED
         self.monitor = sock.get_monitor_socket(events)
         self.established: set[bytes] = set()
+        self.refused: dict[bytes, str] = {}  # endpoint -> why its last handshake failed
         self.resets = 0  # connections lost and renewed: oversized messages or peer restarts
         # Connect only now that the monitor listens: a handshake it missed would never be
         # renewed after its connection drops.
@@ -100,12 +108,28 @@ class Reconnector:
             endpoint = event["endpoint"]
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.established.add(endpoint)
+                self.refused.pop(endpoint, None)
+            elif event["event"] & HANDSHAKE_FAILED:
+                self.refused[endpoint] = (
+                    "its keys were refused (CURVE: is this client's key authorised?)"
+                    if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    else "the handshake failed (CURVE on one side only, or other keys?)"
+                )
             elif endpoint in self.established:
                 self.established.discard(endpoint)
                 self.resets += 1
                 with contextlib.suppress(zmq.ZMQError):
                     self.sock.disconnect(endpoint.decode())
                 self.sock.connect(endpoint.decode())
+
+    def why_quiet(self, endpoint: str) -> str:
+        """What is known about an endpoint nothing has come from: for a user's warning."""
+        key = endpoint.encode()
+        if key in self.refused:
+            return self.refused[key]
+        if key in self.established:
+            return "connected, but nothing was published there"
+        return "not connected: is sightd running there, and is the port right?"
 
     def close(self) -> None:
         with contextlib.suppress(zmq.ZMQError):

@@ -92,3 +92,22 @@ def test_ipc_endpoint_folder_is_private(tmp_path):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     finally:
         pub.close()
+
+
+@pytest.mark.parametrize("client", ["intruder", None])
+def test_a_refused_client_is_told_why_it_hears_nothing(keys, client):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = bus.bind_publisher(endpoint, curve_transport(keys))
+    side = curve_transport(keys, curve=False) if client is None else curve_transport(keys, client)
+    sub = bus.connect_subscriber([], [b"label"], side)
+    reconnector = bus.Reconnector(sub, [endpoint])
+    try:
+        received(sub, pub)
+        reconnector.poll()
+        # what `sightd listen` and subscribe() warn after a quiet while
+        expected = "the handshake failed" if client is None else "its keys were refused"
+        assert reconnector.why_quiet(endpoint).startswith(expected)
+    finally:
+        reconnector.close()
+        pub.close()
+        sub.close()

@@ -17,3 +17,30 @@ def test_opencv_warnings_do_not_reach_the_user():
     # then sightd's own message is all there is: no "[ WARN:0@...]" lines from OpenCV
     assert result.stdout.strip() == "False"
     assert "WARN" not in result.stderr, result.stderr
+
+
+def test_subscribe_says_where_it_waits_and_why_nothing_comes(config_file, monkeypatch, caplog):
+    import logging
+
+    import zmq
+
+    import sightd.client as client
+    from sightd.config import load_config
+
+    monkeypatch.setattr(client, "QUIET_WARNING", 0.5)
+    config = load_config(config_file())
+    labels = config.transport.labels
+    caplog.set_level(logging.INFO, logger="sightd.client")
+    # given nothing bound at the labels endpoint: a wrong port, or sightd not running
+    assert list(client.subscribe("label", config=config, timeout=1.2)) == []
+    assert f"waiting for label messages on {labels}" in caplog.text
+    assert f"{labels}: not connected" in caplog.text
+    caplog.clear()
+    # given a publisher there that publishes nothing
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.bind(labels)
+    try:
+        assert list(client.subscribe("label", config=config, timeout=1.5)) == []
+    finally:
+        pub.close(linger=0)
+    assert f"{labels}: connected, but nothing was published there" in caplog.text
