@@ -42,9 +42,9 @@ import yaml
 from event_scene import Painter, Stretch, plan_scene, scene_seconds, segments, write_scene
 
 from sightd.config import SightdConfig
-from sightd.daemon.demo import demo_train_config, free_endpoint
-from sightd.daemon.demo_score import Collector, judge
-from sightd.daemon.demo_video import held_out_cards
+from sightd.demo.run import demo_train_config, free_endpoint
+from sightd.demo.score import Collector, judge
+from sightd.demo.video import held_out_cards
 from sightd.publishers.events import UNKNOWN
 
 NOTHING = "nothing"  # the optional class of empty desks (--nothing)

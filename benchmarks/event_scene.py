@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sightd.daemon.demo_score import Segment
-from sightd.daemon.demo_video import card_order
+from sightd.demo.score import Segment
+from sightd.demo.video import card_order
 from sightd.images import read_image
 
 SIZE = (320, 240)  # width, height: a small 4:3 camera; the worker keeps the centre square

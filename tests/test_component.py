@@ -13,9 +13,9 @@ from sightd.backoff import Backoff, Cooldown
 from sightd.component import Component
 from sightd.config import load_config
 from sightd.daemon.forwarder import StatusForwarder, foreground_status_bus
-from sightd.daemon.status import format_status
 from sightd.process import Runtime
 from sightd.protocol import unpack_message
+from sightd.status import format_status
 from sightd.transport import connect_subscriber
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sightd.cli import main
 from sightd.daemon.notify import Watchdog, notify
 from sightd.daemon.service import DOCS_VALUES, render_unit
-from sightd.daemon.status import format_status
+from sightd.status import format_status
 
 REPO = Path(__file__).resolve().parent.parent
 

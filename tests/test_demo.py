@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from sightd.daemon.demo import CACHE_KEYS, demo_train_config, prepare_model
-from sightd.daemon.demo_score import Heard, Segment, judge, score
-from sightd.daemon.demo_video import card_order
+from sightd.demo.run import CACHE_KEYS, demo_train_config, prepare_model
+from sightd.demo.score import Heard, Segment, judge, score
+from sightd.demo.video import card_order
 from sightd.errors import SightdError
 
 SUMMARY = re.compile(

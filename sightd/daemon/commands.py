@@ -59,7 +59,7 @@ def run(config_path: str | None, log_level: str | None) -> None:
 def status(config_path: str | None, seconds: float | None) -> None:
     """Show each component's state, fps, drops, latency and the label per camera."""
     from sightd.config import load_config
-    from sightd.daemon.status import format_status, read_status
+    from sightd.status import format_status, read_status
 
     config = load_config(config_path)
     seconds = seconds or 1.5 * config.transport.status_interval + 0.5
@@ -163,7 +163,7 @@ def demo(seconds: float, workdir: str | None, epochs: int | None, retrain: bool)
     in a known order, runs the real supervisor on that video with a print subscriber, and ends
     with the accuracy of the events against the cards shown and the latency percentiles.
     """
-    from sightd.daemon.demo import DEMO_EPOCHS, default_workdir, run_demo
+    from sightd.demo.run import DEMO_EPOCHS, default_workdir, run_demo
 
     folder = Path(workdir) if workdir else default_workdir()
     run_demo(folder, seconds, epochs or DEMO_EPOCHS, retrain)
@@ -215,9 +215,9 @@ def collect(
     are numbered after them.
     """
     from sightd.config import CameraConfig, load_config, override
-    from sightd.daemon.collect import check_label, parse_roi, record
     from sightd.images import is_image_file
     from sightd.sources import with_source
+    from sightd.trainer.collect import check_label, parse_roi, record
 
     config = load_config(config_path)
     check_label(label)

@@ -36,9 +36,9 @@ STARTUP_LIMIT = 120.0  # seconds to wait for the first label before giving up
 
 
 def run_demo(workdir: Path, seconds: float, epochs: int, retrain: bool) -> None:
-    from sightd.daemon.demo_score import Collector, score
-    from sightd.daemon.demo_video import FRAMES_PER_CARD, held_out_cards, write_demo_video
     from sightd.daemon.supervisor import Supervisor, serve
+    from sightd.demo.score import Collector, score
+    from sightd.demo.video import FRAMES_PER_CARD, held_out_cards, write_demo_video
 
     workdir.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
@@ -124,7 +124,7 @@ def _cached(run_dir: Path, epochs: int) -> bool:
 
 def demo_config(video: Path, model: Path) -> SightdConfig:
     """One camera on the video, the worker, a print subscriber; free ports on 127.0.0.1."""
-    from sightd.daemon.demo_video import FPS
+    from sightd.demo.video import FPS
 
     names = ("frames", "labels", "status", "status_in")
     return SightdConfig.model_validate(
