@@ -1,4 +1,4 @@
-"""`sightd check-config`'s checks beyond the schema: what `sightd run` would refuse or trip on.
+"""`sightd check-config`: the schema, then what `sightd run` would refuse or trip on.
 
 Each problem is one line naming the YAML path and what to do. Errors are what would stop the
 pipeline (a missing model, video file, image folder or CURVE key, a source kind or option that
@@ -13,12 +13,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sightd.config import SightdConfig
+import click
+import yaml
+
+from sightd.cli_options import config_option
+from sightd.config import DEFAULT_CONFIG_PATH, SightdConfig, load_config
 from sightd.errors import SightdError
 from sightd.sources import resolve
 from sightd.subscribers.registry import parse_entry
 
 BROKER_TIMEOUT = 1.0  # seconds for the TCP connect to an MQTT broker
+
+
+@click.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate a config file and what it points at; print the effective configuration.
+
+    Beyond the keys and types: each camera's kind and options, a missing model file, video
+    file or image folder, missing CURVE key files (errors), an MQTT broker that does not
+    answer (a warning). Each problem is one line on stderr; the exit status is 1 when there
+    is an error (and then nothing is printed on stdout), 0 otherwise.
+    """
+    config = load_config(config_path)
+    problems = find_problems(config, source=str(config_path or DEFAULT_CONFIG_PATH))
+    errors = [p for p in problems if p.level == "error"]
+    if not errors:
+        click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if errors:
+        raise SystemExit(1)
+    warnings = len(problems)
+    noted = f" ({warnings} warning{'s' * (warnings != 1)})" if warnings else ""
+    click.echo(f"# config OK{noted}", err=True)
 
 
 @dataclass(frozen=True)
@@ -30,7 +58,7 @@ class Problem:
         return f"{self.level.capitalize()}: {self.text}"
 
 
-def check_config(config: SightdConfig, source: str = "") -> list[Problem]:
+def find_problems(config: SightdConfig, source: str = "") -> list[Problem]:
     """Every problem found, errors and warnings, in the order of the config's sections."""
     where = f"{source}: " if source else ""
     problems = [*_cameras(config, source), *_model(config, where), *_curve(config, where)]

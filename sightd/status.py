@@ -4,8 +4,34 @@ from __future__ import annotations
 
 import time
 
+import click
+
+from sightd.cli_options import config_option
 from sightd.client import subscribe
-from sightd.config import SightdConfig
+from sightd.config import SightdConfig, load_config
+from sightd.errors import SightdError
+
+
+@click.command("status")
+@config_option
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.1, 60),
+    default=None,
+    help="How long to listen (default: 1.5 status intervals + 0.5 s).",
+)
+def status(config_path: str | None, seconds: float | None) -> None:
+    """Show each component's state, fps, drops, latency and the label per camera."""
+    config = load_config(config_path)
+    seconds = seconds or 1.5 * config.transport.status_interval + 0.5
+    latest = read_status(config, seconds)
+    if not latest:
+        raise SightdError(
+            f"no status heard in {seconds:g} s on {config.transport.status}; "
+            "is `sightd run` running with this config?"
+        )
+    for line in format_status(latest):
+        click.echo(line)
 
 
 def read_status(config: SightdConfig, seconds: float) -> dict[str, dict]:

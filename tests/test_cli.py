@@ -1,4 +1,5 @@
-"""Every command answers --help; the root help is instant because it imports no torch."""
+"""Every command answers --help; the root help is instant because it imports no torch; command
+modules never import the CLI that loads them."""
 
 import subprocess
 import sys
@@ -14,6 +15,37 @@ def test_every_command_has_help(name):
     result = CliRunner().invoke(main, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+    assert "README" not in result.output  # a pip install has no README to read
+
+
+def test_root_help_points_at_the_help_every_install_has():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "README" not in result.output
+    assert "sightd COMMAND --help" in result.output
+
+
+# sightd/listen.py still imports config_option from sightd.cli (its owner's to change).
+STILL_IMPORTS_THE_CLI = {"sightd.listen"}
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        pytest.param(
+            module,
+            marks=[pytest.mark.xfail(strict=True)] if module in STILL_IMPORTS_THE_CLI else [],
+        )
+        for module in sorted({entry[0] for entry in COMMANDS.values()})
+    ],
+)
+def test_a_command_module_imports_without_importing_the_cli(module):
+    # given a fresh interpreter; when only the module of a command is imported
+    code = f"import sys, {module}; print('sightd.cli' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # then it loads, and the CLI that lists it was never imported
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
 
 
 def test_root_help_lists_every_command_without_importing_torch():

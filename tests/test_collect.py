@@ -8,6 +8,8 @@ from click.testing import CliRunner
 from conftest import color_frame, write_video
 
 from sightd.cli import main
+from sightd.sources import SourceError
+from sightd.sources.stream import Stream
 
 
 def collect(*args: str):
@@ -61,6 +63,25 @@ def test_collect_names_a_missing_source_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(f"Error: cannot record from {missing}")
     assert "Traceback" not in result.output
+
+
+def test_a_camera_that_cannot_open_is_one_error_line_before_any_countdown_or_progress_bar(
+    tmp_path, monkeypatch
+):
+    # given a stream that cannot be opened: it fails in its reader thread, on the first read
+    def refuse(self):
+        raise SourceError(f"cannot open {self.name}")
+
+    monkeypatch.setattr(Stream, "_open", refuse)
+    # when images are collected from it, after a countdown
+    url = "rtsp://cam.local/door"
+    result = CliRunner().invoke(
+        main, ["collect", "door", "--source", url, "--countdown", "3", "--data", str(tmp_path)]
+    )
+    # then the error is all there is (stdout and stderr): no countdown, no progress bar
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"Error: cannot record from {url}: cannot open {url}"]
+    assert not list(tmp_path.iterdir())
 
 
 def two_halves(size=(48, 64)):

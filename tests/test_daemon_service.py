@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sightd.cli import main
+from sightd.daemon import service
 from sightd.daemon.notify import Watchdog, notify
 from sightd.daemon.service import DOCS_VALUES, render_unit
 from sightd.status import format_status
@@ -110,6 +111,132 @@ def test_service_install_into_an_impossible_folder_is_a_one_line_error(tmp_path)
     result = CliRunner().invoke(main, ["service", "install", "--unit-dir", str(inside_a_file)])
     assert result.exit_code == 1
     assert result.output == f"Error: cannot write {inside_a_file}/sightd.service: Not a directory\n"
+
+
+def test_the_unit_reads_the_model_folder_as_configured_so_a_retrain_is_seen(tmp_path, monkeypatch):
+    # given a model served from runs/latest, the link each training run moves to its new run
+    run = tmp_path / "runs" / "20240101-000000"
+    run.mkdir(parents=True)
+    (tmp_path / "runs" / "latest").symlink_to(run.name)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  path: runs/latest/model.safetensors\n")
+    # when the unit is printed
+    result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
+    # then the folder of every run is readable, not only the one latest points at today
+    assert result.exit_code == 0, result.output
+    assert f"ReadOnlyPaths=-{tmp_path / 'runs'}" in result.stdout.splitlines()
+
+
+def test_service_print_warns_about_each_thing_that_lies_under_tmp(tmp_path, monkeypatch):
+    # given a config, a Python environment, a model and a video under what the service sees as /tmp
+    tmp = tmp_path / "tmp"
+    (tmp / "venv").mkdir(parents=True)
+    monkeypatch.setattr(service, "PRIVATE_TMP", (tmp,))
+    monkeypatch.setattr(sys, "prefix", str(tmp / "venv"))
+    monkeypatch.chdir(tmp_path)  # the working folder is not under it
+    config = tmp / "config.yaml"
+    config.write_text(
+        f"model:\n  path: {tmp}/runs/model.safetensors\n"
+        f"cameras:\n  - name: door\n    source: {tmp}/door.mp4\n"
+    )
+    # when the unit is printed
+    result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
+    # then stdout is the unit, and stderr has one warning line for each of the four
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# sightd:")
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 4, warnings
+    assert all(w.startswith("Warning: ") and "PrivateTmp=yes" in w for w in warnings)
+    named = (f"the config {config}", "environment (ExecStart", f"{tmp}/runs", f"{tmp}/door.mp4")
+    for what in named:
+        assert any(what in w for w in warnings), (what, warnings)
+
+
+def test_service_print_outside_tmp_warns_about_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(service, "PRIVATE_TMP", (tmp_path / "elsewhere",))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["service", "print"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+@pytest.fixture
+def user_install(tmp_path, monkeypatch):
+    """A user unit written by `service install --user`, and a `systemctl` on PATH that logs
+    each call to calls.log and exits with the status in systemctl.status (0 if absent)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/calls.log\n'
+        f"if [ -f {tmp_path}/systemctl.status ]; then\n"
+        f"  echo 'Failed to connect to bus: No medium found' >&2; exit 1\nfi\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    installed = CliRunner().invoke(main, ["service", "install", "--user"])
+    assert installed.exit_code == 0, installed.output
+    assert "sightd service uninstall --user" in installed.output
+    return tmp_path / "xdg" / "systemd" / "user" / "sightd.service"
+
+
+def test_service_uninstall_stops_disables_and_removes_the_unit(user_install, tmp_path):
+    # when the user uninstalls the service
+    result = CliRunner().invoke(main, ["service", "uninstall", "--user"])
+    # then systemd stopped and disabled it, the unit is gone, and systemd has reloaded
+    assert result.exit_code == 0, result.output
+    assert not user_install.exists()
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls == ["--user disable --now sightd", "--user daemon-reload"]
+    assert f"done: rm {user_install}" in result.output
+
+
+def test_service_uninstall_that_systemctl_refuses_keeps_the_unit_and_prints_the_commands(
+    user_install, tmp_path
+):
+    # given a systemctl that cannot reach the user's systemd
+    (tmp_path / "systemctl.status").write_text("1")
+    # when the user uninstalls the service
+    result = CliRunner().invoke(main, ["service", "uninstall", "--user"])
+    # then nothing is removed, and the error and the three commands to run are printed
+    assert result.exit_code == 1
+    assert user_install.exists()
+    assert result.stderr.splitlines() == [
+        "Error: `systemctl --user disable --now sightd` failed: Failed to connect to bus: "
+        "No medium found; to finish, run:"
+    ]
+    assert result.stdout.splitlines() == [
+        "  systemctl --user disable --now sightd",
+        f"  rm {user_install}",
+        "  systemctl --user daemon-reload",
+    ]
+
+
+def test_service_uninstall_from_a_unit_dir_only_removes_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    units = tmp_path / "units"
+    assert CliRunner().invoke(main, ["service", "install", "--unit-dir", str(units)]).exit_code == 0
+    result = CliRunner().invoke(main, ["service", "uninstall", "--unit-dir", str(units)])
+    assert result.exit_code == 0, result.output
+    assert list(units.iterdir()) == []
+
+
+def test_service_uninstall_leaves_a_unit_sightd_did_not_write(tmp_path):
+    (tmp_path / "sightd.service").write_text("[Unit]\nDescription=someone else's\n")
+    result = CliRunner().invoke(main, ["service", "uninstall", "--unit-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {tmp_path}/sightd.service was not written by sightd; remove it yourself\n"
+    )
+    assert (tmp_path / "sightd.service").exists()
+
+
+def test_service_uninstall_without_a_unit_says_there_is_nothing_to_remove(tmp_path):
+    result = CliRunner().invoke(main, ["service", "uninstall", "--unit-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: no {tmp_path}/sightd.service: nothing to uninstall\n"
 
 
 def test_the_unit_in_docs_is_the_template_rendered():

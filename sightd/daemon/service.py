@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from sightd.atomic import atomic_write_text
 from sightd.config import SightdConfig
+from sightd.errors import SightdError
+from sightd.sources.registry import kind_of
 
 UNIT_NAME = "sightd.service"
+# PrivateTmp=yes gives the service its own empty /tmp and /var/tmp: nothing there is seen.
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
 
 TEMPLATE = """\
 # sightd: camera frames in, label events out. {origin}
@@ -100,8 +106,43 @@ def unit_for(config: SightdConfig, config_path: Path | None, user: bool) -> str:
     command = [sys.executable, "-m", "sightd", "run"]
     if config_path is not None:
         command += ["-c", str(config_path.resolve())]
-    model_dir = (workdir / config.model.path).resolve().parent
+    model_dir = model_folder(workdir / config.model.path)
     return render_unit(shlex.join(command), str(workdir), str(model_dir), user)
+
+
+def model_folder(model_path: Path) -> Path:
+    """The folder the worker reads its model from, as configured: links are not followed, and
+    a folder that is a link itself (runs/latest, which every training run moves) stands for
+    the folder it lives in, so the model of a retrain is inside it too."""
+    folder = Path(os.path.abspath(model_path)).parent
+    return folder.parent if folder.is_symlink() else folder
+
+
+def private_tmp_warnings(config: SightdConfig, config_path: Path | None) -> list[str]:
+    """One line for each thing the service needs that lies in a /tmp it will not see."""
+    needed = [
+        ("the config", config_path),
+        (f"the Python environment (ExecStart runs {sys.executable})", Path(sys.prefix)),
+        ("the working folder", Path.cwd()),
+        ("the model (model.path)", Path(config.model.path)),
+    ]
+    for index, camera in enumerate(config.cameras):
+        if kind_of(camera) in ("file", "folder"):  # a video file or an image folder
+            needed.append((f"cameras[{index}].source", Path(str(camera.source)).expanduser()))
+    return [
+        f"{what} {path} is under {tmp}, which the service does not see (its unit has "
+        "PrivateTmp=yes); move it elsewhere before installing"
+        for what, path in needed
+        if path is not None and (tmp := _private_tmp(path))
+    ]
+
+
+def _private_tmp(path: Path) -> Path | None:
+    for candidate in {Path(os.path.abspath(path)), path.resolve()}:
+        for tmp in PRIVATE_TMP:
+            if candidate.is_relative_to(tmp):
+                return tmp
+    return None
 
 
 def unit_dir(user: bool) -> Path:
@@ -122,3 +163,61 @@ def next_steps(user: bool) -> list[str]:
     steps = [f"{systemctl} daemon-reload", f"{systemctl} enable --now sightd"]
     logs = "journalctl --user -u sightd -f" if user else "journalctl -u sightd -f"
     return [*steps, logs]
+
+
+def installed_unit(directory: Path) -> Path:
+    """The unit `install_unit` wrote in `directory`; SightdError if there is none or another's."""
+    path = directory / UNIT_NAME
+    try:
+        first_line = path.read_text().partition("\n")[0]
+    except FileNotFoundError:
+        raise SightdError(f"no {path}: nothing to uninstall") from None
+    except OSError as exc:
+        raise SightdError(f"cannot read {path}: {exc.strerror}") from None
+    if not first_line.startswith("# sightd:"):
+        raise SightdError(f"{path} was not written by sightd; remove it yourself")
+    return path
+
+
+def uninstall_commands(path: Path, user: bool, systemd: bool) -> list[str]:
+    """The commands that undo an install, to run by hand: stop and disable the service, remove
+    its unit, reload systemd. `systemd`: the unit is in systemd's folder (else only remove)."""
+    sudo = "" if user or os.geteuid() == 0 else "sudo "
+    systemctl = "systemctl --user" if user else f"{sudo}systemctl"
+    remove = f"{sudo}rm {shlex.quote(str(path))}"
+    if not systemd:
+        return [remove]
+    return [f"{systemctl} disable --now sightd", remove, f"{systemctl} daemon-reload"]
+
+
+def uninstall(path: Path, user: bool, systemd: bool) -> list[str]:
+    """Run those commands; returns them. Raises CannotUninstall, with the commands still to
+    run, when one cannot be run here (no systemctl, no right to remove the unit) or fails."""
+    commands = uninstall_commands(path, user, systemd)
+    if not os.access(path.parent, os.W_OK):
+        raise CannotUninstall(f"cannot remove {path}: permission denied", commands)
+    if not systemd:
+        path.unlink()
+        return commands
+    if not shutil.which("systemctl"):
+        raise CannotUninstall("systemctl is not on PATH", commands)
+    systemctl = ["systemctl", "--user"] if user else ["systemctl"]
+    _run([*systemctl, "disable", "--now", "sightd"], commands)
+    path.unlink()
+    _run([*systemctl, "daemon-reload"], commands[2:])
+    return commands
+
+
+def _run(command: list[str], left: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise CannotUninstall(f"`{shlex.join(command)}` failed: {said}", left)
+
+
+class CannotUninstall(SightdError):
+    """An uninstall stopped before its end; `commands` are what is still to be run."""
+
+    def __init__(self, reason: str, commands: list[str]):
+        super().__init__(reason)
+        self.commands = commands

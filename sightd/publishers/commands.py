@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from sightd.cli import config_option
+from sightd.cli_options import config_option
 
 
 @click.command("capture")

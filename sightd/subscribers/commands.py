@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from sightd.cli import config_option
+from sightd.cli_options import config_option
 
 EXIT_STUCK = 3  # the handler hung past handler_timeout; a supervisor would restart us
 

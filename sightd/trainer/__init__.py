@@ -1,1 +1,2 @@
-"""Offline half: folder-per-class images in, a self-describing checkpoint out."""
+"""Offline half: folder-per-class images (recorded by `collect`) in, a self-describing
+checkpoint out."""

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from sightd.cli import config_option
+from sightd.cli_options import config_option
 from sightd.devices import DEVICE_CHOICES
 
 device_option = click.option(
