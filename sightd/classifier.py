@@ -1,11 +1,11 @@
 """A loaded checkpoint ready to label frames: preprocess, forward, softmax, as fast as it goes.
 
 The network is prepared once for inference without changing what it computes: batch norm is
-folded into the convolutions (by the model module, which knows its own structure: tracing the
-network with torch.fx instead briefly broke every other thread's forward pass, so a hot reload
-cost the live worker frames), tensors are channels_last, and where the hardware does bfloat16
-natively (precision "auto") the weights are bfloat16. On this project's 2-core AVX512-BF16 CPU
-that takes one 64 px frame from 2.9 ms to 2.0 ms, and a batch of 64 from 1.8 to 0.9 ms a frame.
+folded into the convolutions (by the model module, which knows its own structure; tracing the
+network would disturb the forward passes of other threads, so a hot reload would cost the
+live worker frames), tensors are channels_last, and where the hardware does bfloat16 natively
+(precision "auto") the weights are bfloat16. Each makes a forward pass cheaper (README: the
+live pipeline's figures).
 """
 
 from __future__ import annotations

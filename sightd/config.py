@@ -92,8 +92,8 @@ class CameraConfig(Section):
     endpoint: str | None = Field(None, description="frames endpoint; default derived below")
     nice: int = Field(
         10, ge=0, le=19, description="CPU priority below the worker's (0 = the same)"
-    )  # under load the worker, the bottleneck, goes first: 8 unthrottled cameras got 25% of a
-    # core for the worker at equal priority and 89% at nice 10
+    )  # under load the worker, the bottleneck, goes first: at equal priority, unthrottled
+    # captures take most of the CPU from it
 
     roi: list[float] | None = Field(
         None, description="[x, y, width, height] as fractions of the frame: the part classified"
@@ -166,7 +166,7 @@ class EventsConfig(Section):
         ge=0,
         le=1,
         description="mean confidence a named label needs over its frames to start (not unknown)",
-    )  # 0.6: on the digits demo it halved the wrong events for ~1% fewer cards announced
+    )  # 0.6: fewer wrong events on the digits demo at little cost in cards (README: the demo)
 
 
 class SubscriberEntry(BaseModel):

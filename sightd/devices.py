@@ -29,7 +29,7 @@ def resolve_device(name: str = "auto"):
 
 
 def has_fast_bf16(device) -> bool:
-    """About 2x faster training and inference where the hardware computes in bfloat16: CPUs with
+    """Faster training and inference where the hardware computes in bfloat16: CPUs with
     AVX512-BF16, AMX or Arm's BF16, NVIDIA GPUs from Ampere on. Elsewhere bfloat16 is emulated
     (oneDNN on plain AVX-512, CUDA on older GPUs) and slower than float32, so it stays off."""
     import torch

@@ -1,10 +1,10 @@
 """Decode images as BGR uint8 frames: any common file, whatever its depth or channels, and
 JPEGs at a reduced scale when the model needs only a small picture.
 
-libjpeg can decode at 1/2, 1/4 or 1/8 of the size by averaging in the DCT domain, which is
-nearly free: a 640x480 JPEG for a 64 px model decodes at 160x120 in 0.28 ms instead of 0.63,
-and the resize after it takes 0.16 ms instead of 1.0. Training and the live worker both decode
-this way, so the model sees the same pixels in both.
+libjpeg can decode at 1/2, 1/4 or 1/8 of the size by averaging in the DCT domain: a 640x480
+JPEG for a 64 px model decodes at 160x120, faster than at full size, and leaves the resize
+after it a sixteenth of the pixels (README: how it trains). Training and the live worker both
+decode this way, so the model sees the same pixels in both.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ KINDS = ("frame", "label", "event", "status")
 ENCODINGS = ("jpeg", "bgr24")
 MAX_SIDE = 8192  # pixels; larger declared frames are hostile or broken
 # libjpeg keeps a progressive JPEG's coefficients for the whole image, whatever the output
-# scale: 8192x8192 took 432 MB where a baseline one took 53. Cameras send baseline JPEG.
+# scale, so a large one costs memory a reduced decode would save (README: security). Cameras
+# send baseline JPEG.
 MAX_PROGRESSIVE_PIXELS = 4096 * 4096
 MAX_HEADER_BYTES = 64 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -136,8 +137,9 @@ def decode_image(header: dict[str, Any], payload: bytes, min_side: int = 0) -> n
     width, height = header["width"], header["height"]
     if header["encoding"] == "bgr24":
         return np.frombuffer(payload, dtype=np.uint8).reshape(height, width, 3)
-    # Checked before decoding: imdecode allocates what the file claims (a 700-byte JPEG saying
-    # 30000x30000 took 5 GB and 9 s) and would decode PNG, TIFF, ... as readily as JPEG.
+    # Checked before decoding: imdecode allocates what the file claims, so a tiny JPEG that
+    # claims a huge size costs gigabytes (README: security), and it would decode PNG, TIFF, ...
+    # as readily as JPEG.
     declared = jpeg_header(payload)
     if declared is None:
         raise ProtocolError("JPEG payload does not decode (no JPEG frame header)")

@@ -52,7 +52,7 @@ def debouncer(events: EventsConfig) -> Debouncer:
 
 def limit_threads(threads: int) -> None:
     """Few CPU threads: a parallel op waits for its slowest thread, and on cores shared with
-    captures one of them is often preempted (seen: 400 ms forward passes instead of 5 ms)."""
+    captures one of them is often preempted, which stalls the whole forward pass."""
     if threads > 0:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)

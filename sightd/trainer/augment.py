@@ -5,8 +5,8 @@ elsewhere, the light changes, the picture is soft or noisy, or a hand covers par
 each image gets its own draw of all of those. No flips unless asked: digits and gestures change
 meaning when mirrored (a thumb pointing left is not one pointing right).
 
-Everything is batched tensor maths (one affine grid, one grouped convolution for blur), so a
-batch costs a few milliseconds whatever the number of images.
+Everything is batched tensor maths (one affine grid, one grouped convolution for blur) on the
+batch's device: no Python loop over the images.
 """
 
 from __future__ import annotations
