@@ -6,7 +6,7 @@ A model is trained here on the digits' training split with the demo's settings (
 0.5 s cross-fades; stretches of empty desk with no class at all) at each camera fps, so the
 content's timing in seconds is the same at every fps. Each video is played by `sightd run`
 (capture process, inference worker, supervisor) and the events are heard on the bus by the
-demo's Collector. The demo's judge (sightd/daemon/demo_score.py) counts them:
+demo's Collector. The demo's judge (sightd/demo/score.py) counts them:
 
 - wrong: an event naming a class that is not on screen in the frame that completed it (on a
   card, in a fade, on the empty desk); events to `unknown` (and to the `nothing` class of

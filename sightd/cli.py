@@ -11,9 +11,6 @@ import sys
 import click
 
 from sightd import __version__
-
-# Re-exported for sightd/listen.py, the one command module not yet importing sightd.cli_options.
-from sightd.cli_options import config_option  # noqa: F401
 from sightd.errors import SightdError
 from sightd.plugins import load
 

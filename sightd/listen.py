@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from sightd.cli import config_option
+from sightd.cli_options import config_option
 
 
 @click.command("listen")

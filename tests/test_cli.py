@@ -25,20 +25,7 @@ def test_root_help_points_at_the_help_every_install_has():
     assert "sightd COMMAND --help" in result.output
 
 
-# sightd/listen.py still imports config_option from sightd.cli (its owner's to change).
-STILL_IMPORTS_THE_CLI = {"sightd.listen"}
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            module,
-            marks=[pytest.mark.xfail(strict=True)] if module in STILL_IMPORTS_THE_CLI else [],
-        )
-        for module in sorted({entry[0] for entry in COMMANDS.values()})
-    ],
-)
+@pytest.mark.parametrize("module", sorted({entry[0] for entry in COMMANDS.values()}))
 def test_a_command_module_imports_without_importing_the_cli(module):
     # given a fresh interpreter; when only the module of a command is imported
     code = f"import sys, {module}; print('sightd.cli' in sys.modules)"
