@@ -20,7 +20,7 @@ from sightd.component import WAIT_STEP, Component
 from sightd.config import CameraConfig, SightdConfig
 from sightd.process import RateMeter, Runtime
 from sightd.protocol import pack_frame
-from sightd.publishers.sources import SourceEnded, SourceError, describe, open_source
+from sightd.sources import SourceEnded, SourceError, describe, open_source
 from sightd.transport import bind_publisher
 
 log = logging.getLogger("sightd.capture")
