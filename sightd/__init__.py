@@ -9,5 +9,6 @@ configure_openmp()
 # Before anything imports cv2: OpenCV's own "[ WARN:0@...]" lines would reach the user beside
 # sightd's one-line errors, which already say what failed. A user's setting is kept.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's "[tcp @ 0x...] ..." lines too
 
 __version__ = "0.1.0"

@@ -6,17 +6,22 @@ import os
 import subprocess
 import sys
 
+import pytest
 
-def test_opencv_warnings_do_not_reach_the_user():
-    # given no camera at index 0, when OpenCV is asked for it after sightd is imported
-    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
-    code = "import sightd, cv2; print(cv2.VideoCapture(0).isOpened())"
+
+@pytest.mark.parametrize("source", ["0", "'rtsp://127.0.0.1:1/nothing-listens'"])
+def test_opencv_and_ffmpeg_warnings_do_not_reach_the_user(source):
+    # given no camera at index 0 and no RTSP server on port 1, when OpenCV is asked for them
+    # after sightd is imported
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    code = f"import sightd, cv2; print(cv2.VideoCapture({source}).isOpened())"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
-    # then sightd's own message is all there is: no "[ WARN:0@...]" lines from OpenCV
+    # then sightd's own message is all there is: no "[ WARN:0@...]" from OpenCV, no
+    # "[tcp @ 0x...] Connection ... refused" from FFmpeg
     assert result.stdout.strip() == "False"
-    assert "WARN" not in result.stderr, result.stderr
+    assert result.stderr == "", result.stderr
 
 
 def test_subscribe_says_where_it_waits_and_why_nothing_comes(config_file, monkeypatch, caplog):
@@ -44,3 +49,31 @@ def test_subscribe_says_where_it_waits_and_why_nothing_comes(config_file, monkey
     finally:
         pub.close(linger=0)
     assert f"{labels}: connected, but nothing was published there" in caplog.text
+
+
+def test_a_taken_port_is_one_error_naming_the_address_once(config_file, color_checkpoint):
+    import zmq
+
+    from sightd.config import load_config
+
+    config = config_file(
+        cameras=[{"name": "cam0", "source": "synthetic", "fps": 2}],
+        model={"path": str(color_checkpoint), "device": "cpu"},
+    )
+    taken = load_config(config).transport.status
+    squatter = zmq.Context.instance().socket(zmq.PUB)
+    squatter.bind(taken)  # given another program on the status port
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "sightd", "run", "-c", str(config)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        squatter.close(linger=0)
+    output = result.stdout + result.stderr
+    # then sightd stops with one error that names the address once, and logs no stopping of
+    # children that never started
+    assert result.returncode != 0
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].count(taken.removeprefix("tcp://")) == 1, output
+    assert "stopping" not in output.replace("sightd stopped", ""), output
