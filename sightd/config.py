@@ -151,6 +151,13 @@ class ModelConfig(Section):
     )  # 1: a live worker sharing cores with captures stays fast (threads stall when preempted)
 
 
+class SnapshotsConfig(Section):
+    """The frame that completed each event, kept as a JPEG: what the camera saw when it fired."""
+
+    dir: str = Field(description="folder for the snapshots (created when missing)")
+    keep: int = Field(200, ge=1, le=1_000_000, description="newest snapshots kept; older go")
+
+
 class EventsConfig(Section):
     """A new stable label (an event) needs all three; see sightd/publishers/events.py."""
 
@@ -167,6 +174,9 @@ class EventsConfig(Section):
         le=1,
         description="mean confidence a named label needs over its frames to start (not unknown)",
     )  # 0.6: fewer wrong events on the digits demo at little cost in cards (README: the demo)
+    snapshots: SnapshotsConfig | None = Field(
+        None, description="save the frame that completed each event; off when not set"
+    )
 
 
 class SubscriberEntry(BaseModel):

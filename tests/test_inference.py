@@ -278,3 +278,39 @@ def test_bad_flags_and_a_missing_model_are_one_line_errors(tmp_path, config_file
     assert run.stderr.strip().splitlines() == [
         f"Error: model file {missing} does not exist; train one with `sightd train`"
     ]
+
+
+def test_each_event_keeps_the_frame_that_completed_it_and_only_the_newest_are_kept(
+    tmp_path, config_file, color_checkpoint, procs
+):
+    import cv2
+
+    # given a recording red, green, blue after a blue lead-in, and snapshots kept: 2
+    sequence = ["blue"] * 30 + ["red"] * 10 + ["green"] * 10 + ["blue"] * 10
+    rng = np.random.default_rng(6)
+    video = write_video(tmp_path / "v.avi", [color_frame(c, SMALL, rng) for c in sequence], 10)
+    folder = tmp_path / "snapshots"
+    config = config_file(
+        cameras=[{"name": "cam0", "source": str(video), "fps": 10, "loop": False}],
+        model={"path": str(color_checkpoint), "device": "cpu"},
+        events={"snapshots": {"dir": str(folder), "keep": 2}},
+    )
+    status = collect("status", config)
+    events = collect("event", config)
+    procs.sightd("infer", "-c", config)
+    status.wait_for(lambda m: m["component"] == "infer", timeout=60)
+    procs.sightd("capture", "-c", config)
+    # when its events fire
+    heard = [events.wait_for(lambda m, n=n: m["seq"] >= n, timeout=30) for n in (32, 42, 52)]
+    # then each names its snapshot, a JPEG of the frame that completed it (the new colour);
+    # of the four written, the newest two are kept
+    assert [e["label"] for e in heard] == ["red", "green", "blue"]
+    wait_for_files = time.monotonic() + 10
+    while sorted(p.name for p in folder.glob("*.jpg")) != sorted(e["snapshot"] for e in heard[-2:]):
+        assert time.monotonic() < wait_for_files, sorted(folder.iterdir())
+        time.sleep(0.1)
+    for event in heard[-2:]:
+        image = cv2.imread(str(folder / event["snapshot"]))
+        channel = {"blue": 0, "green": 1, "red": 2}[event["label"]]
+        assert image.mean(axis=(0, 1)).argmax() == channel
+    assert not list(folder.glob(".*"))  # no temp file left behind

@@ -24,10 +24,11 @@ from sightd.component import Component
 from sightd.config import EventsConfig, SightdConfig
 from sightd.preprocessing import crop_roi, roi_min_side
 from sightd.process import RateMeter, Runtime
-from sightd.protocol import decode_image, event_body, label_body, pack_message
+from sightd.protocol import decode_image, encode_image, event_body, label_body, pack_message
 from sightd.publishers.events import Debouncer, decide_label
 from sightd.publishers.intake import FrameIntake
 from sightd.publishers.model_watcher import ModelWatcher, file_signature, load_tested
+from sightd.publishers.snapshots import SnapshotWriter
 from sightd.transport import bind_publisher, connect_subscriber
 
 log = logging.getLogger("sightd.infer")
@@ -44,6 +45,13 @@ def model_input(
     """The pixels the model classifies: the camera's roi of the frame, decoded at the smallest
     JPEG scale at which that roi still covers the model's input size."""
     return crop_roi(decode_image(header, payload, roi_min_side(image_size, roi)), roi)
+
+
+def as_jpeg(header: dict[str, Any], payload: bytes) -> bytes:
+    """The frame as JPEG bytes: as it came when the camera sends JPEG, encoded otherwise."""
+    if header["encoding"] == "jpeg":
+        return bytes(payload)
+    return encode_image(decode_image(header, payload), "jpeg")
 
 
 def debouncer(events: EventsConfig) -> Debouncer:
@@ -92,6 +100,8 @@ class Worker(Component):
         self.per_camera = {name: Counter() for name in cameras}  # labels, stale, events
         self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
         self.last_error: str | None = None
+        snapshots = config.events.snapshots
+        self.snapshots = SnapshotWriter(snapshots) if snapshots is not None else None
         self.cycle_figures, self.rate = CycleFigures(), RateMeter()
         self.set_state("online")
         log.info("worker online: model %s on %s", self.classifier.name, self.classifier.device)
@@ -105,30 +115,32 @@ class Worker(Component):
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
+        if self.snapshots is not None:
+            self.snapshots.close()
         self.intake.close()
         self.pub.close()
 
     def _classify(self, frames: dict[str, tuple[dict[str, Any], bytes]]) -> None:
         # The age is checked before decoding and again after the forward pass: a stale frame
         # costs no decoding, and no label describes a frame older than max_frame_age.
-        batch = []  # (header, image) of every camera whose newest frame is fit to classify
+        batch = []  # (header, payload, image) of every camera's newest frame fit to classify
         for header, payload in frames.values():
             image = self._decode(header, payload) if self._fresh(header) else None
             if image is not None:
-                batch.append((header, image))
+                batch.append((header, payload, image))
         if not batch:
             return
         started = time.perf_counter()
         try:
-            predictions = self.classifier.predict([image for _, image in batch])
+            predictions = self.classifier.predict([image for _, _, image in batch])
         except Exception:  # e.g. out of device memory: skip this batch, keep serving
             log.exception("classification failed; %d frame(s) skipped", len(batch))
             self.classify_errors += 1
             return
         inference_s = time.perf_counter() - started
-        for (header, _), prediction in zip(batch, predictions, strict=True):
+        for (header, payload, _), prediction in zip(batch, predictions, strict=True):
             if self._fresh(header):
-                self._publish(header, prediction, inference_s)
+                self._publish(header, payload, prediction, inference_s)
 
     def _decode(self, header: dict[str, Any], payload: bytes):
         try:
@@ -147,7 +159,7 @@ class Worker(Component):
             self.per_camera[header["camera"]]["stale"] += 1
         return fresh
 
-    def _publish(self, header: dict, prediction, inference_s: float) -> None:
+    def _publish(self, header: dict, payload: bytes, prediction, inference_s: float) -> None:
         camera, seq, confidence = header["camera"], header["seq"], prediction.confidence
         label = decide_label(prediction.label, confidence, self.config.model.min_confidence)
         info = {"name": self.classifier.info.arch, "hash": self.classifier.checkpoint.digest}
@@ -175,6 +187,10 @@ class Worker(Component):
                 frames=change.frames,
                 held_s=change.held_s,
             )
+            if self.snapshots is not None:
+                name = self.snapshots.save(camera, seq, as_jpeg(header, payload))
+                if name is not None:
+                    event["snapshot"] = name
             self._send(pack_message("event", camera, event))
             self.per_camera[camera]["events"] += 1
 
@@ -217,6 +233,7 @@ class Worker(Component):
             "model_errors": watcher.errors if watcher else 0,
             "model_error": watcher.last_error if watcher else None,
             "labels": {cam: d.stable for cam, d in self.debouncers.items()},
+            **(self._snapshot_figures() if self.snapshots is not None else {}),
             "cameras": {
                 cam: {**counts.camera(cam), **self.per_camera[cam]} for cam in self.per_camera
             },
@@ -225,3 +242,8 @@ class Worker(Component):
             figures["latency_ms"] = round(1000 * cycle.latency_sum / cycle.classified, 2)
             figures["max_age_ms"] = round(1000 * cycle.max_age, 2)
         return figures
+
+    def _snapshot_figures(self) -> dict[str, Any]:
+        writer = self.snapshots
+        return {"snapshots": {"written": writer.written, "dropped": writer.dropped,
+                              "errors": writer.errors}}  # fmt: skip
