@@ -22,10 +22,10 @@ machine's other work hits both alike; the tables show the median of the runs and
 The 1-minute load average is recorded before and after every run.
 
 benchmarks/pipeline_latency.py is not used for latency by default: at the refactor (8db872f)
-the worker's status moved from the labels socket to the status bus, and that benchmark still
-reads `status.infer` from the labels socket, so on the after tree it ends in an IndexError
-before printing anything. --pipeline-latency SECONDS runs each revision's own copy anyway
-(interleaved too) and records its figures or its failure.
+the worker's status moved from the labels socket to the status bus, and each revision's copy
+reads it where that revision sends it, so the two copies measure differently (that benchmark
+was fixed for the status bus after 8d1b300). --pipeline-latency SECONDS runs each revision's
+own copy anyway (interleaved too) and records its figures or its failure.
 
 Usage: python benchmarks/idle_cost.py [--before 3d35d26] [--after HEAD] [--repeats 2]
        [--seconds 60] [--warmup 15] [--latency-fps 30] [--latency-seconds 30] [--model PATH]

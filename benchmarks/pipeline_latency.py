@@ -79,6 +79,8 @@ def write_config(folder: Path, video: Path, model: Path, cameras: int, fps: floa
         "transport": {
             "frames": f"tcp://127.0.0.1:{BASE_PORT}",
             "labels": f"tcp://127.0.0.1:{BASE_PORT + 1}",
+            "status": f"tcp://127.0.0.1:{BASE_PORT + 2}",
+            "status_in": f"tcp://127.0.0.1:{BASE_PORT + 3}",
             "status_interval": 1.0,
         },
         "http": {"listen": f"127.0.0.1:{BASE_PORT + 4}"},
@@ -103,7 +105,8 @@ def subscriber(config_path: str, seconds: float, out: str) -> None:
 
     config = load_config(config_path)
     prefixes = [b"label.", b"status.infer"]
-    sock = connect_subscriber([config.transport.labels], prefixes, config.transport)
+    endpoints = [config.transport.labels, config.transport.status]  # labels; the status bus
+    sock = connect_subscriber(endpoints, prefixes, config.transport)
     labels, statuses = [], []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -200,7 +203,7 @@ def summarise(data: dict, t0: float, t1: float, cpu: float, rss: float) -> dict:
         "p50_ms": percentile(latency, 50),
         "p99_ms": percentile(latency, 99),
         "p50_inferred_ms": percentile(inferred, 50),
-        "max_age_ms": max(s["max_age_ms"] for s in statuses),
+        "max_age_ms": max(s.get("max_age_ms", 0.0) for s in statuses),
         "dropped": last["dropped"] - first["dropped"],
         "frames_in": last["frames_in"] - first["frames_in"],
         "stale": last["stale"] - first["stale"],
