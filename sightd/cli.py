@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "collect": ("sightd.trainer.collect", "collect", "Record training images from a camera."),
     "service": ("sightd.daemon.commands", "service", "Install or remove the systemd service."),
     "keys": ("sightd.keys", "keys", "Generate CURVE key pairs for encryption."),
+    "web": ("sightd.web.commands", "web", "Serve the browser console (and /metrics) alone."),
 }
 
 

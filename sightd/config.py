@@ -194,12 +194,19 @@ class DaemonConfig(Section):
 
 
 class HttpConfig(Section):
-    """The HTTP server of `sightd run`: /metrics (Prometheus) and /healthz."""
+    """The HTTP server of `sightd run` and `sightd web`: the console, /metrics and /healthz."""
 
     listen: str = Field(
         "127.0.0.1:8765", description="host:port; 127.0.0.1 keeps it off the network"
     )
     enabled: bool = Field(True, description="false: `sightd run` starts no HTTP server")
+    console: bool = Field(True, description="serve the browser console at /")
+    token_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="environment variable holding the console's token; required unless "
+        "listen is a loopback address",
+    )
 
     @field_validator("listen")
     @classmethod

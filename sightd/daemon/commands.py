@@ -39,6 +39,10 @@ def run(config_path: str | None, log_level: str | None) -> None:
         config = config.model_copy(update={"log_level": log_level})
     validate_subscribers(config, config_path or "")  # a typo stops us before anything starts
     validate_cameras(config, config_path or "")
+    if config.http.enabled:
+        from sightd.web.security import console_token
+
+        console_token(config.http)  # beyond loopback the console needs its token, or no start
     model = Path(config.model.path)
     if not model.is_file():
         raise SightdError(

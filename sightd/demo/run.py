@@ -53,6 +53,7 @@ def run_demo(workdir: Path, seconds: float, epochs: int, retrain: bool) -> None:
     config_file = workdir / "demo.yaml"
     atomic_write_text(config_file, yaml.safe_dump(config.model_dump(), sort_keys=False))
     say(f"its config: {config_file} (try `sightd status -c {config_file}` in another terminal)")
+    say(f"console: http://{config.http.listen}/ (watch it live in a browser)")
     supervisor, done = Supervisor(config), threading.Event()
     collector = Collector(config, seconds, done, give_up_after=STARTUP_LIMIT)
     collector.on_first_label = lambda: _announce(supervisor, began)

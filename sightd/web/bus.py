@@ -1,8 +1,10 @@
-"""The HTTP server's reader of the bus: status, labels and events into a BusState."""
+"""The HTTP server's reader of the bus: status, labels and events into a BusState (and the
+console's Hub): anything with a `feed(kind, name, body)`."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 import zmq
 
@@ -17,9 +19,14 @@ TOPICS = (b"status.", b"label.", b"event.")
 MAX_DRAIN = 1000  # messages per poll at most, so the caller's heartbeat stays prompt
 
 
+class Sink(Protocol):
+    def feed(self, kind: str, name: str, body: dict[str, Any]) -> None: ...
+
+
 class BusReader:
-    def __init__(self, config: SightdConfig, state: BusState):
+    def __init__(self, config: SightdConfig, state: BusState, *more: Sink):
         self.state = state
+        self.sinks: tuple[Sink, ...] = (state, *more)
         self.sock = connect_subscriber([], TOPICS, config.transport)
         # ZeroMQ alone stops reconnecting after an oversized message; the reconnector connects
         transport = config.transport
@@ -42,13 +49,13 @@ class BusReader:
                 self.malformed += 1
                 continue
             kind, name = message.pop("kind"), message.pop("name")
-            try:
-                self.state.feed(kind, name, message)
-            except Exception:  # a bug of ours: no message may stop /healthz from answering
-                self.errors += 1
-                level = logging.ERROR if self.errors <= 3 else logging.DEBUG  # not a flood
-                log.log(level, "could not take in a %s from %s", kind, name, exc_info=True)
-                continue
+            for sink in self.sinks:  # each on its own: one's bug never starves the others
+                try:
+                    sink.feed(kind, name, message)
+                except Exception:  # a bug of ours: no message may stop /healthz answering
+                    self.errors += 1
+                    level = logging.ERROR if self.errors <= 3 else logging.DEBUG  # not a flood
+                    log.log(level, "could not take in a %s from %s", kind, name, exc_info=True)
             fed += 1
         return fed
 

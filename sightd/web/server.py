@@ -1,15 +1,14 @@
-"""The HTTP server of `sightd run`: GET /metrics (Prometheus text) and GET /healthz (JSON).
+"""The HTTP server of `sightd run` and `sightd web`: the console, /metrics and /healthz.
 
-It runs as the supervised child "http". Its main thread reads the bus into a BusState and beats;
-uvicorn serves in a second thread, from a socket bound before anything starts, so a taken port
-is a one-line error naming the address. More pages (a browser console) come in through
-create_app's `routes`.
+It runs as the supervised child "http" (or alone, `sightd web`). Its main thread reads the bus
+into a BusState (metrics, health) and a Hub (the console's live view) and beats; uvicorn serves
+in a second thread, from a socket bound before anything starts, so a taken port is a one-line
+error naming the address. Every request passes security.py's policy first. The Explain and
+Teach pages come in as routes of their own modules when those are installed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import socket
 import threading
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 import uvicorn
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -27,7 +27,10 @@ from sightd.config import SightdConfig, split_listen
 from sightd.errors import SightdError
 from sightd.process import Runtime
 from sightd.web.bus import BusReader
+from sightd.web.hub import Hub
 from sightd.web.metrics import BusState, registry_for
+from sightd.web.relay import Relay
+from sightd.web.security import SecurityMiddleware, console_token, console_url, is_loopback
 
 log = logging.getLogger("sightd.http")
 
@@ -35,8 +38,14 @@ POLL_S = 0.25  # longest wait for the bus: the heartbeat and stop stay prompt
 STOP_S = 2.0  # at most this long to close connections on stop
 
 
-def create_app(state: BusState, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """/metrics and /healthz over `state`, plus `routes`."""
+def create_app(
+    state: BusState,
+    routes: Sequence[BaseRoute] = (),
+    token: str | None = None,
+    loopback_listen: bool = True,
+) -> Starlette:
+    """/metrics and /healthz over `state`, plus `routes`, behind the security policy (a
+    `token`, when given, is asked of every request; see sightd.web.security)."""
     registry = registry_for(state)
 
     async def metrics(request: Request) -> Response:
@@ -48,7 +57,11 @@ def create_app(state: BusState, routes: Sequence[BaseRoute] = ()) -> Starlette:
         healthy, report = state.health()
         return JSONResponse(report, status_code=200 if healthy else 503)
 
-    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), *routes])
+    security = Middleware(SecurityMiddleware, token=token, loopback_listen=loopback_listen)
+    return Starlette(
+        routes=[Route("/metrics", metrics), Route("/healthz", healthz), *routes],
+        middleware=[security],
+    )
 
 
 def bind_listen(listen: str) -> socket.socket:
@@ -75,9 +88,6 @@ def bind_listen(listen: str) -> socket.socket:
             "or is the port taken? Change http.listen in the config (or set http.enabled: false)"
         ) from None
     sock.setblocking(False)
-    with contextlib.suppress(ValueError):
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            log.warning("http: %s can be reached from the network; it asks for no login", listen)
     return sock
 
 
@@ -146,8 +156,26 @@ def state_for(config: SightdConfig, own: str) -> BusState:
 
 
 def run_http(config: SightdConfig, runtime: Runtime) -> None:
-    """Serve /metrics and /healthz on http.listen until runtime.stop is set."""
+    """Serve the console, /metrics and /healthz on http.listen until runtime.stop is set."""
     HttpComponent(config, runtime).run()
+
+
+def extra_routes(config: SightdConfig) -> dict[str, list[BaseRoute]]:
+    """The Explain and Teach pages' routes, from their own modules, when those are here."""
+    found: dict[str, list[BaseRoute]] = {}
+    try:
+        from sightd.web.explain_routes import explain_routes
+
+        found["explain"] = list(explain_routes(config))
+    except ImportError as exc:
+        log.debug("http: no Grad-CAM routes (%s)", exc)
+    try:
+        from sightd.web.teach import teach_routes
+
+        found["teach"] = list(teach_routes(config))
+    except ImportError as exc:
+        log.debug("http: no Teach routes (%s)", exc)
+    return found
 
 
 class HttpComponent(Component):
@@ -156,13 +184,32 @@ class HttpComponent(Component):
     def __init__(self, config: SightdConfig, runtime: Runtime):
         super().__init__(runtime.name, config.transport, runtime)
         self.listen = config.http.listen
+        token = console_token(config.http)  # before the bind: no server without its token
         sock = bind_listen(self.listen)
         state = state_for(config, runtime.name)
-        self.server = HttpServer(create_app(state), sock, config.log_level)
-        self.reader = BusReader(config, state)
+        cameras = [camera.name for camera in config.cameras]
+        self.hub = Hub(cameras, config.transport.status_interval, config.model.path)
+        self.relay = Relay(config)
+        routes: list[BaseRoute] = []
+        if config.http.console:
+            from sightd.web.console import console_routes
+
+            extras = extra_routes(config)
+            self.hub.features = {name: True for name in extras}
+            routes = [*console_routes(config, self.hub, self.relay)]
+            routes += [route for found in extras.values() for route in found]
+        host = split_listen(self.listen)[0]
+        app = create_app(state, routes, token, loopback_listen=is_loopback(host))
+        self.server = HttpServer(app, sock, config.log_level)
+        sinks = (state, self.hub) if config.http.console else (state,)
+        self.reader = BusReader(config, *sinks)
         self.server.start()
         self.set_state("online")
-        log.info("http: serving http://%s/metrics and /healthz", self.listen)
+        url = console_url(self.listen)
+        if config.http.console:
+            login = f" (open {url}?token=... once: the token in ${config.http.token_env})"
+            log.info("console: %s%s", url, login if token else "")
+        log.info("http: serving %smetrics and /healthz", url)
 
     def cycle(self, wait: float) -> None:
         self.reader.poll(min(wait, POLL_S))
@@ -170,8 +217,15 @@ class HttpComponent(Component):
             raise RuntimeError(f"the HTTP server on {self.listen} stopped: {self.server.error!r}")
 
     def figures(self) -> dict:
-        return {"listen": self.listen, "requests": self.server.requests}
+        return {
+            "listen": self.listen,
+            "requests": self.server.requests,
+            **self.hub.figures(),
+            **self.relay.figures(),
+        }
 
     def close(self) -> None:
+        self.hub.close()  # the streams end, so uvicorn's shutdown need not wait them out
+        self.relay.close()
         self.server.stop()
         self.reader.close()
