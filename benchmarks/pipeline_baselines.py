@@ -28,14 +28,14 @@ def bare_model(model: Path, video: Path, seconds: float = 4.0) -> dict:
     import torch
 
     from sightd.classifier import Classifier
-    from sightd.preprocessing import preprocess
+    from sightd.preprocessing import preprocess_numpy
     from sightd.protocol import decode_image, pack_frame, unpack_frame
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     classifier = Classifier.load(model, "cpu")
     frames = read_frames(video, 64)
-    batch = preprocess(frames)
+    batch = preprocess_numpy(frames)
     jpegs = [unpack_frame(pack_frame("cam", i, frame, 0.0)) for i, frame in enumerate(frames[:8])]
     size = classifier.info.image_size
 
@@ -43,8 +43,8 @@ def bare_model(model: Path, video: Path, seconds: float = 4.0) -> dict:
         classifier.probabilities([decode_image(header, data, size) for header, data in jpegs])
 
     return {
-        "forward_per_s": 64 * rate(lambda: classifier.forward(batch), seconds),
-        "forward_1_per_s": rate(lambda: classifier.forward(batch[:1]), seconds),
+        "forward_per_s": 64 * rate(lambda: classifier.logits(batch), seconds),
+        "forward_1_per_s": rate(lambda: classifier.logits(batch[:1]), seconds),
         "frames_per_s": 8 * rate(jpegs_to_probabilities, seconds),
     }
 

@@ -215,20 +215,22 @@ def held_out_scores(model_path: Path, held_out) -> dict:
     import torch
 
     from sightd.classifier import Classifier
-    from sightd.preprocessing import preprocess
+    from sightd.preprocessing import preprocess_numpy
     from sightd.trainer.metrics import expected_calibration_error
 
     classifier = Classifier.load(model_path, "cpu")
     info = classifier.info
     frames = frames_of([path for path, _ in held_out], info.image_size)
     truth = np.array([info.classes.index(name) for _, name in held_out])
-    logits = torch.cat(
-        [
-            classifier.forward(
-                preprocess(frames[i : i + 256], info.image_size, info.mean, info.std)
-            )
-            for i in range(0, len(frames), 256)
-        ]
+    logits = torch.from_numpy(
+        np.concatenate(
+            [
+                classifier.logits(
+                    preprocess_numpy(frames[i : i + 256], info.image_size, info.mean, info.std)
+                )
+                for i in range(0, len(frames), 256)
+            ]
+        )
     )
     row = {"held_out_images": len(frames)}
     for key, temperature in (("held_out_ece_raw", 1.0), ("held_out_ece", info.temperature)):

@@ -2,6 +2,8 @@
 
 The header metadata stores arch, class names and preprocessing, so one file is enough to
 rebuild the classifier. Loading never unpickles anything (safetensors holds only tensors).
+`read_info` checks a file and reads what it says about itself without building the network:
+it imports no torch, for a worker that serves an exported engine file made from it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from typing import TYPE_CHECKING
 
 from sightd import __version__
 from sightd.atomic import atomic_write_bytes
 from sightd.errors import SightdError
-from sightd.model import ResNet, create_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from sightd.model import ResNet
 
 FORMAT = "sightd-checkpoint"
 FORMAT_VERSION = "1"
@@ -87,25 +89,25 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model: ResNet, info: ModelInfo) -> None:
     """Write weights + metadata atomically: a crash never leaves a half-written file."""
+    from safetensors.torch import save as save_tensors
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save_tensors(tensors, metadata=info.to_metadata()))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
     """Rebuild the model from the file alone; any defect is a one-line SightdError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    from sightd.model import create_model
+
     path = Path(path)
+    data = _read_file(path)
+    info = _read_info(path, data)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        hint = "train one with `sightd train`"
-        raise SightdError(f"model file {path} does not exist; {hint}") from None
-    except OSError as exc:
-        raise SightdError(f"model file {path} cannot be read: {exc.strerror}") from None
-    meta = _read_metadata(path, data)
-    try:
-        info = ModelInfo.from_metadata(meta)
         tensors = load_tensors(data)
-    except (KeyError, ValueError, TypeError, SafetensorError) as exc:
+    except SafetensorError as exc:
         raise SightdError(f"model file {path} has a damaged sightd header ({exc})") from None
     model = create_model(info.arch, len(info.classes))
     try:
@@ -116,7 +118,37 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
             f"{len(info.classes)} classes; retrain or check the file"
         ) from None
     model.to(device).eval()
-    return Checkpoint(model, info, hashlib.sha256(data).hexdigest()[:12])
+    return Checkpoint(model, info, file_digest(data))
+
+
+def read_info(path: str | Path) -> tuple[ModelInfo, str]:
+    """What the file says about itself and its digest, checked as load_checkpoint checks the
+    header and the extent of the tensor data; the tensors themselves are not read."""
+    path = Path(path)
+    data = _read_file(path)
+    return _read_info(path, data), file_digest(data)
+
+
+def file_digest(data: bytes) -> str:
+    """The short sha256 of a checkpoint's bytes: names this exact set of weights everywhere."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        hint = "train one with `sightd train`"
+        raise SightdError(f"model file {path} does not exist; {hint}") from None
+    except OSError as exc:
+        raise SightdError(f"model file {path} cannot be read: {exc.strerror}") from None
+
+
+def _read_info(path: Path, data: bytes) -> ModelInfo:
+    try:
+        return ModelInfo.from_metadata(_read_metadata(path, data))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SightdError(f"model file {path} has a damaged sightd header ({exc})") from None
 
 
 def _read_metadata(path: Path, data: bytes) -> dict[str, str]:
@@ -139,4 +171,21 @@ def _read_metadata(path: Path, data: bytes) -> dict[str, str]:
             f"model file {path} has checkpoint format {meta.get('format_version')!r}; "
             f"this sightd reads {FORMAT_VERSION!r}: retrain or upgrade sightd"
         )
+    _check_extent(path, header, len(data) - 8 - size)
     return meta
+
+
+def _check_extent(path: Path, header: dict, available: int) -> None:
+    """The tensors' byte ranges end where the file does: a truncated copy or appended bytes
+    are refused here, before any engine is built from the file."""
+    entries = [entry for name, entry in header.items() if name != "__metadata__"]
+    try:
+        ends = [int(entry["data_offsets"][1]) for entry in entries]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise SightdError(f"model file {path} has a damaged sightd header (offsets)") from None
+    needed = max(ends, default=0)
+    if needed != available:
+        raise SightdError(
+            f"model file {path} is truncated or damaged: its tensors take {needed} bytes, "
+            f"the file holds {available}; copy it again or retrain"
+        )

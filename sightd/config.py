@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sightd.errors import SightdError
 
@@ -149,6 +149,17 @@ class ModelConfig(Section):
     threads: int = Field(
         1, ge=0, le=1024, description="CPU threads for inference; 0 = one per core"
     )  # 1: a live worker sharing cores with captures stays fast (threads stall when preempted)
+    engine: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="what runs the network: auto = torch on a GPU, else openvino, "
+        "onnxruntime or torch, the first installed (README: Engines)",
+    )
+
+    @model_validator(mode="after")
+    def _engine_precision(self) -> ModelConfig:
+        if self.engine == "onnxruntime" and self.precision == "bfloat16":
+            raise ValueError("engine onnxruntime serves float32: set precision auto or float32")
+        return self
 
 
 class SnapshotsConfig(Section):

@@ -6,16 +6,23 @@ largest centred square is kept and the rest cut off, so nothing is ever squashed
 photo and a 4:3 camera frame show an object with the same shape.
 
 It is split in two steps so the trainer can cache the uint8 result of the first (decode and
-resize each file once) and run the second in batches on the device.
+resize each file once) and run the second in batches on the device. Normalising is written
+twice, in numpy (`preprocess_numpy`, which serves the live worker whatever its engine, and which
+`preprocess` wraps) and in torch (`normalize`, for the trainer's batches already on the
+device), with the same float32 operations in the same order; tests hold them together. Only the
+torch functions import torch, so a worker serving through ONNX Runtime or OpenVINO never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_IMAGE_SIZE = 64  # the seed's input size
 DEFAULT_MEAN = (0.5, 0.5, 0.5)  # the seed's normalisation: maps [0, 1] to [-1, 1]
@@ -62,12 +69,39 @@ def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
+def normalize_numpy(
+    batch_rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW (contiguous), (x / 255 - mean) / std."""
+    x = np.ascontiguousarray(batch_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
+    x /= np.float32(255.0)
+    x -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    x /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return x
+
+
 def normalize(batch_rgb: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 NHWC RGB (on any device) -> float NCHW, (x / 255 - mean) / std."""
+    """uint8 NHWC RGB (on any device) -> float NCHW, (x / 255 - mean) / std: normalize_numpy's
+    arithmetic on a torch tensor, for batches that are already on the device."""
+    import torch
+
     x = batch_rgb.permute(0, 3, 1, 2).float().div_(255.0)
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return x.sub_(mean_t).div_(std_t)
+
+
+def preprocess_numpy(
+    frames_bgr: np.ndarray | Sequence[np.ndarray],
+    size: int = DEFAULT_IMAGE_SIZE,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+) -> np.ndarray:
+    """One frame (HxWx3) or many -> float32 NCHW numpy array: what every engine is fed."""
+    if isinstance(frames_bgr, np.ndarray) and frames_bgr.ndim == 3:
+        frames_bgr = [frames_bgr]
+    batch = np.stack([resize_rgb(frame, size) for frame in frames_bgr])
+    return normalize_numpy(batch, mean, std)
 
 
 def preprocess(
@@ -77,8 +111,7 @@ def preprocess(
     std: Sequence[float] = DEFAULT_STD,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """One frame (HxWx3) or many -> float NCHW tensor on `device`."""
-    if isinstance(frames_bgr, np.ndarray) and frames_bgr.ndim == 3:
-        frames_bgr = [frames_bgr]
-    batch = np.stack([resize_rgb(frame, size) for frame in frames_bgr])
-    return normalize(torch.from_numpy(batch).to(device), mean, std)
+    """One frame (HxWx3) or many -> float NCHW tensor on `device` (preprocess_numpy's)."""
+    import torch
+
+    return torch.from_numpy(preprocess_numpy(frames_bgr, size, mean, std)).to(device)

@@ -32,7 +32,7 @@ def test_float32_serving_gives_the_checkpoints_own_probabilities(color_checkpoin
     with torch.no_grad():
         expected = torch.softmax(network(preprocess(frames())), 1).numpy()
     served = Classifier.load(color_checkpoint, "cpu", "float32")
-    assert served.dtype == torch.float32
+    assert served.engine.dtype == torch.float32
     np.testing.assert_allclose(served.probabilities(frames()), expected, atol=1e-5)
 
 
@@ -50,7 +50,7 @@ def test_every_registered_network_is_served_unchanged_in_float32(arch, tmp_path)
     with torch.no_grad():
         expected = torch.softmax(network(preprocess(frames())), 1).numpy()
     served = Classifier.load(path, "cpu", "float32")
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.engine.model.modules())
     np.testing.assert_allclose(served.probabilities(frames()), expected, atol=1e-4)
 
 

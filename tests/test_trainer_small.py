@@ -95,9 +95,9 @@ def test_calibration_is_fitted_stored_and_applied_by_the_classifier(small_run):
     # the worker's probabilities are softmax(logits / T)
     classifier = Classifier.load(latest / "model.safetensors", "cpu", "float32")
     frame = cv2.imread(str(next((data / "circle").iterdir())))
-    from sightd.preprocessing import preprocess
+    from sightd.preprocessing import preprocess_numpy
 
-    logits = classifier.forward(preprocess([frame], 32, info.mean, info.std))
+    logits = torch.from_numpy(classifier.logits(preprocess_numpy([frame], 32, info.mean, info.std)))
     expected = torch.softmax(logits / info.temperature, dim=1).numpy()
     assert np.allclose(classifier.probabilities([frame]), expected, atol=1e-6)
 

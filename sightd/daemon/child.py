@@ -1,8 +1,10 @@
 """What runs first inside each supervised process: name it, tie it to its parent, run the part.
 
-Children fork from multiprocessing's fork server, which imports torch and the parts once before
-any thread exists (torch + fork from a threaded parent do not mix), so a restarted worker is
-up in a fraction of a second instead of re-importing torch. Everything a child needs travels in
+Children fork from multiprocessing's fork server, which imports the parts and the worker's
+engine once before any thread exists (torch + fork from a threaded parent do not mix), so a
+restarted worker is up in a fraction of a second instead of re-importing its engine; with an
+engine other than torch, torch is never imported there, so no child has it. The supervisor
+names the engine (`set_preload`) before the first child starts. Everything a child needs travels in
 a picklable ChildSpec plus the shared stop flag and heartbeat; the config travels as plain data
 and is validated again here.
 """
@@ -34,6 +36,18 @@ def _child_context():
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
+
+
+def set_preload(engine: str) -> list[str]:
+    """What the fork server imports: the parts and the module of `engine` (a name from
+    sightd.engines.base.ENGINES). Takes effect only before the fork server starts, i.e.
+    before the first child; the modules named are returned."""
+    from sightd.engines.base import MODULES
+
+    modules = [*PRELOAD, MODULES[engine][0]]
+    if SPAWN.get_start_method() == "forkserver":
+        SPAWN.set_forkserver_preload(modules)
+    return modules
 
 
 SPAWN = _child_context()

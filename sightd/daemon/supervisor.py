@@ -28,10 +28,12 @@ from sightd.daemon.child import (
     ChildSpec,
     StopFlag,
     child_main,
+    set_preload,
     stop_fork_server,
 )
 from sightd.daemon.forwarder import StatusForwarder
 from sightd.daemon.notify import Watchdog, notify
+from sightd.engines.base import choose_engine
 from sightd.process import Runtime, configure_logging, set_process_title
 from sightd.protocol import decode_message
 from sightd.subscribers.registry import subscriber_name
@@ -109,6 +111,7 @@ class Supervisor(Component):
 
     def start(self) -> None:
         log.info("starting sightd (pid %d)", os.getpid())
+        self.prepare_fork_server()
         self.start_status_forwarder()
         self.start_children("captures")
         self.start_children("worker")
@@ -146,6 +149,18 @@ class Supervisor(Component):
         self.stop()
 
     # ---- start and stop steps --------------------------------------------------------------
+
+    def prepare_fork_server(self) -> None:
+        """The worker's engine preloaded where every child forks from: torch only for torch."""
+        model = self.config.model
+        engine = choose_engine(model.engine, model.device)
+        modules = ", ".join(set_preload(engine))
+        log.info(
+            "engine %s (model.engine %s); the fork server preloads %s",
+            engine,
+            model.engine,
+            modules,
+        )
 
     def start_status_forwarder(self) -> None:
         t = self.config.transport

@@ -3,12 +3,14 @@
 Each cycle drains the frame socket (intake.py), drops frames older than model.max_frame_age,
 crops each camera's roi, classifies the rest in one forward pass, and publishes a label per
 frame and an event when a camera's stable label changes (events.py). The model file is
-hot-reloaded (model_watcher.py).
+hot-reloaded (model_watcher.py). Nothing here imports torch: the model is served by the engine
+model.engine names (sightd/engines), and only the torch engine loads it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +18,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 import zmq
 
 from sightd.classifier import Classifier
@@ -60,9 +61,9 @@ def debouncer(events: EventsConfig) -> Debouncer:
 
 def limit_threads(threads: int) -> None:
     """Few CPU threads: a parallel op waits for its slowest thread, and on cores shared with
-    captures one of them is often preempted, which stalls the whole forward pass."""
+    captures one of them is often preempted, which stalls the whole forward pass. (The engine
+    takes model.threads for its own threads.)"""
     if threads > 0:
-        torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
 
 
@@ -87,7 +88,8 @@ class Worker(Component):
         signature = file_signature(model.path)
         max_batch = max(1, len(config.cameras))  # one newest frame per camera
         try:
-            self.classifier = load_tested(model, max_batch)  # a bad file is fatal here
+            # A bad file is fatal here. An engine export being made beats: it is progress.
+            self.classifier = load_tested(model, max_batch, runtime.beat, runtime.stop.is_set)
         except BaseException:
             self.pub.close()
             raise
@@ -162,7 +164,7 @@ class Worker(Component):
     def _publish(self, header: dict, payload: bytes, prediction, inference_s: float) -> None:
         camera, seq, confidence = header["camera"], header["seq"], prediction.confidence
         label = decide_label(prediction.label, confidence, self.config.model.min_confidence)
-        info = {"name": self.classifier.info.arch, "hash": self.classifier.checkpoint.digest}
+        info = {"name": self.classifier.info.arch, "hash": self.classifier.digest}
         body = label_body(
             camera, seq, header["captured_at"], label, confidence, prediction.scores, info
         )
@@ -216,8 +218,11 @@ class Worker(Component):
             "model": {
                 "name": self.classifier.name,
                 "arch": info.arch,
-                "digest": self.classifier.checkpoint.digest,
+                "digest": self.classifier.digest,
                 "classes": list(info.classes),
+                "engine": self.classifier.engine.name,
+                "device": self.classifier.engine.device,
+                "torch_loaded": "torch" in sys.modules,  # False unless the engine is torch
             },
             "frames_in": counts.frames_in,
             "frames_out": self.frames_out,

@@ -2,7 +2,9 @@
 
 A new file is only taken once it has stopped changing for one poll (a copy in progress is not
 loaded half-way) and has passed a test forward pass; a bad file is reported and the old model
-keeps serving. Rewriting the file (a new mtime, size or inode) triggers a new attempt.
+keeps serving. Rewriting the file (a new mtime, size or inode) triggers a new attempt. With an
+engine other than torch the new checkpoint's export is made first (in a subprocess), here,
+off the hot path, so a swap works and refuses the same with every engine.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +48,24 @@ def smoke_test(classifier: Classifier, max_batch: int = 1) -> None:
             raise SightdError("test pass gave non-finite probabilities (NaN or inf weights?)")
 
 
-def load_tested(config: ModelConfig, max_batch: int = 1) -> Classifier:
-    """The model config.path names, loaded for config.device and config.precision, tested."""
-    classifier = Classifier.load(config.path, config.device, config.precision)
+def load_tested(
+    config: ModelConfig,
+    max_batch: int = 1,
+    progress: Callable[[], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Classifier:
+    """The model config.path names, served by config.engine on config.device at
+    config.precision with config.threads, tested. `progress` and `cancelled` serve while an
+    engine's export of the checkpoint is made (sightd.engines.engine_files)."""
+    classifier = Classifier.load(
+        config.path,
+        config.device,
+        config.precision,
+        config.engine,
+        config.threads,
+        progress,
+        cancelled,
+    )
     smoke_test(classifier, max_batch)
     return classifier
 
@@ -90,7 +108,7 @@ class ModelWatcher:
     def _try_load(self, signature: tuple) -> None:
         self.signature = signature  # a bad file is tried once; rewriting it triggers a retry
         try:
-            classifier = load_tested(self.config, self.max_batch)
+            classifier = load_tested(self.config, self.max_batch, cancelled=self._stop.is_set)
         except Exception as exc:  # SightdError for bad files; anything else must not kill us
             self.errors += 1
             self.last_error = str(exc) if isinstance(exc, SightdError) else repr(exc)

@@ -15,7 +15,7 @@ from sightd.checkpoint import ModelInfo
 from sightd.classifier import Classifier
 from sightd.devices import has_fast_bf16
 from sightd.errors import SightdError
-from sightd.preprocessing import normalize
+from sightd.preprocessing import normalize, normalize_numpy
 from sightd.trainer.data import ImageSet, load_files, load_split, scan_folder
 from sightd.trainer.metrics import classification_report, expected_calibration_error
 
@@ -81,12 +81,12 @@ def evaluate_checkpoint(
     else:
         _, paths, _ = scan_folder(data_dir)
     data = load_files(data_dir, paths, info.classes, info.image_size)
-    probabilities = torch.cat(
+    probabilities = np.concatenate(
         [
-            classifier.calibrated(normalize(images, info.mean, info.std)).cpu()
+            classifier.calibrated(normalize_numpy(images.numpy(), info.mean, info.std))
             for images in data.images.split(EVAL_BATCH)
         ]
-    ).numpy()
+    )
     report = classification_report(data.labels, probabilities.argmax(axis=1), info.classes)
     return Evaluation(info, data, probabilities, report)
 

@@ -1,0 +1,1 @@
+"""Engines: what runs the network for the worker (torch, ONNX Runtime, OpenVINO); see base.py."""
