@@ -144,7 +144,14 @@ function eventRow(event) {
   const snapshot = el("td");
   if (event.snapshot) {
     const url = `/snapshots/${encodeURIComponent(event.snapshot)}`;
-    const thumb = el("img", { class: "thumb", src: url, alt: `snapshot: ${event.label}`, loading: "lazy" });
+    const thumb = el("img", { class: "thumb", alt: `snapshot: ${event.label}`, loading: "lazy" });
+    // The worker writes the file a moment after the event goes out: a first 404 is retried.
+    let tries = 0;
+    thumb.addEventListener("error", () => {
+      if (++tries <= 3) setTimeout(() => { thumb.src = `${url}?try=${tries}`; }, 400 * tries);
+      else thumb.replaceWith(el("span", { class: "quiet", text: "(pruned)" }));
+    });
+    thumb.src = url;
     snapshot.append(el("a", { href: url, target: "_blank", rel: "noopener" }, thumb));
   } else {
     snapshot.append(el("span", { class: "quiet", text: "–" }));
