@@ -53,3 +53,14 @@ def fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def atomic_symlink(link: str | os.PathLike, target: str) -> None:
+    """Point `link` at `target` (a relative name stays relative), swapped in one rename: a
+    reader sees the old target or the new one, never no link."""
+    link = Path(link)
+    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    os.symlink(target, temp)
+    os.replace(temp, link)
+    fsync_folder(link.parent)

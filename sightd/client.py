@@ -89,9 +89,10 @@ def _receive(
         message = decode_message(recv_parts(sock, 3, zmq.NOBLOCK))
         # The prefix "label.cam1" also matches "label.cam10": compare the whole name.
         if message and message["kind"] == kind and (not wanted or message["name"] == wanted):
-            quiet_since = warned_at = time.monotonic()
             del message["name"]
             yield message
+            # The timeout counts silence: not the time the caller spent on the message.
+            quiet_since = warned_at = time.monotonic()
 
 
 def _warn_quiet(reconnector: Reconnector, kind: str, endpoints: list[str], quiet: float) -> None:

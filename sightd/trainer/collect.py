@@ -18,7 +18,7 @@ from sightd.cli_options import config_option
 from sightd.config import CameraConfig, load_config, override, validate
 from sightd.errors import SightdError
 
-_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # a class: a folder name, no path
 _NUMBERED = re.compile(r"^(\d+)\.(png|jpe?g|bmp|webp)$", re.IGNORECASE)
 READ_TIMEOUT = 0.5  # seconds per read attempt; a silent camera is reported, not waited on
 GIVE_UP_AFTER = 10.0  # seconds without a frame before collect stops with an error
@@ -88,7 +88,7 @@ def collect(
 
 
 def check_label(label: str) -> str:
-    if not _LABEL.match(label):
+    if not LABEL.fullmatch(label):
         raise click.BadParameter(
             "use letters, digits, _, - and . (up to 64, not starting with . or -); "
             "it becomes a folder name and the class name",

@@ -50,6 +50,16 @@ device_option = click.option(
 )
 @click.option("--calibrate/--no-calibrate", default=None, help="Fit a temperature on validation.")
 @click.option("--seed", type=int, help="Seeds the split, weights and augmentation.")
+@click.option(
+    "--latest/--no-latest",
+    default=True,
+    help="Point runs/latest at the new run (--no-latest: leave the served model alone).",
+)
+@click.option(
+    "--progress-file",
+    type=click.Path(dir_okay=False),
+    help="Also write the plan, each epoch and the result there, as JSON lines.",
+)
 def train(
     data_dir,
     config_path,
@@ -66,6 +76,8 @@ def train(
     init,
     calibrate,
     seed,
+    latest,
+    progress_file,
 ):
     """Train a classifier on DATA_DIR (one folder of images per class).
 
@@ -92,7 +104,7 @@ def train(
         calibrate=calibrate,
         seed=seed,
     )
-    run_training(cfg, data_dir or cfg.data_dir, run_dir)
+    run_training(cfg, data_dir or cfg.data_dir, run_dir, progress_file, link_latest=latest)
 
 
 @click.command("eval")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sightd.atomic import atomic_write_text
+from sightd.atomic import atomic_symlink, atomic_write_text
 from sightd.checkpoint import ModelInfo, save_checkpoint
 from sightd.config import TrainConfig
 from sightd.cpu import ThreadGovernor
@@ -78,8 +78,19 @@ def plan_training(cfg: TrainConfig, train_labels: torch.Tensor, classes: int) ->
     return Plan(batch, epochs, per_epoch * epochs, augment, patience, reason)
 
 
-def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | None = None) -> Path:
-    """Train on `data_dir`; return the run folder (model.safetensors, metrics.json, plots)."""
+def run_training(
+    cfg: TrainConfig,
+    data_dir: str | Path,
+    run_dir: str | Path | None = None,
+    progress_file: str | Path | None = None,
+    link_latest: bool = True,
+) -> Path:
+    """Train on `data_dir`; return the run folder (model.safetensors, metrics.json, plots).
+
+    progress_file: the plan, each epoch and the result as JSON lines (ProgressFile).
+    link_latest: False leaves out_dir/latest where it is (the console deploys a run itself).
+    """
+    progress = ProgressFile(progress_file)
     if cfg.arch not in model_names():  # fail before minutes of decoding, not after
         raise SightdError(
             f"unknown model arch {cfg.arch!r}; choose one of {', '.join(model_names())}"
@@ -107,9 +118,27 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | N
         )
     run_dir = _new_run_dir(Path(cfg.out_dir), run_dir)
     save_split(run_dir / "split.json", data, split, cfg.seed)
+    progress.write(
+        "plan",
+        run_dir=str(run_dir),
+        images=len(data.paths),
+        classes=data.classes,
+        arch=cfg.arch,
+        device=str(device),
+        **asdict(plan),
+    )
 
     model = model.to(device, memory_format=torch.channels_last)
-    history, train_seconds = fit(model, cfg, plan, train_set, val_set, device, governor)
+    history, train_seconds = fit(
+        model,
+        cfg,
+        plan,
+        train_set,
+        val_set,
+        device,
+        governor,
+        lambda row: progress.write("epoch", epochs=plan.epochs, **row),
+    )
     test_logits = logits_of(model, test_set, cfg, device)
     report = classification_report(test_set.labels, test_logits.argmax(dim=1), data.classes)
     temperature = 1.0
@@ -150,9 +179,10 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path | N
     }
     _write_report(run_dir, metrics, data.classes)
     save_reliability(run_dir / "calibration.png", before, after)
-    linked = _point_latest_at(Path(cfg.out_dir), run_dir)
+    linked = link_latest and _point_latest_at(Path(cfg.out_dir), run_dir)
     where = f"{run_dir} ({Path(cfg.out_dir) / 'latest'} points here)" if linked else run_dir
     ece = metrics["calibration"]
+    progress.write("done", run_dir=str(run_dir), test_accuracy=report["accuracy"], calibration=ece)
     tqdm.write(
         f"test accuracy {report['accuracy']:.4f}, calibration error "
         f"{ece['test_ece_before']:.3f} -> {ece['test_ece_after']:.3f} "
@@ -169,6 +199,7 @@ def fit(
     val_set: ImageSet,
     device,
     governor: ThreadGovernor | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ):
     """Train as planned; leave the best-validation weights in `model`.
 
@@ -178,6 +209,7 @@ def fit(
     Before each validation batch norm gets the statistics of the current weights on clean
     training images (its running averages trail the weights, badly so after a few dozen
     steps on augmented batches), so what is validated is what will be saved and served.
+    `on_epoch` is given each epoch's row (with the seconds elapsed) as it is printed.
     Returns (one dict per epoch, seconds spent in training steps).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -216,11 +248,13 @@ def fit(
             best, best_state, since_best = row, copy.deepcopy(model.state_dict()), 0
         else:
             since_best += 1
+        elapsed = time.perf_counter() - start
         tqdm.write(
             f"epoch {epoch:>3}/{plan.epochs}  train loss {loss:.4f}  val accuracy "
-            f"{row['val_accuracy']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"elapsed {time.perf_counter() - start:.1f}s"
+            f"{row['val_accuracy']:.4f}  val loss {row['val_loss']:.4f}  elapsed {elapsed:.1f}s"
         )
+        if on_epoch is not None:
+            on_epoch({**row, "elapsed_s": round(elapsed, 3)})
         if since_best >= plan.patience and epoch < plan.epochs:
             tqdm.write(
                 f"stopping early: no progress for {since_best} epochs; best epoch {best['epoch']}"
@@ -228,6 +262,21 @@ def fit(
             break
     model.load_state_dict(best_state)
     return history, train_seconds
+
+
+class ProgressFile:
+    """`--progress-file`: what the run prints, as JSON lines for a program to follow (the
+    console's Teach page): {"event": "plan" | "epoch" | "done", ...}. The whole file is
+    rewritten atomically at each line, so a reader never sees half of one."""
+
+    def __init__(self, path: str | Path | None):
+        self.path, self.lines = path, []
+
+    def write(self, event: str, **fields) -> None:
+        if self.path is None:
+            return
+        self.lines.append(json.dumps({"event": event, **fields}))
+        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
 
 
 def _progress(row: dict) -> tuple[float, float]:
@@ -329,12 +378,10 @@ def _point_latest_at(out_dir: Path, run_dir: Path) -> bool:
     """
     if run_dir.resolve().parent != out_dir.resolve():
         return False
-    latest, temp = out_dir / "latest", out_dir / f".latest.{os.getpid()}.tmp"
+    latest = out_dir / "latest"
     if latest.exists() and not latest.is_symlink():
         raise SightdError(
             f"{latest} exists and is not a symlink; move it away so it can point at the newest run"
         )
-    temp.unlink(missing_ok=True)
-    os.symlink(run_dir.name, temp)
-    os.replace(temp, latest)
+    atomic_symlink(latest, run_dir.name)
     return True
