@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
+from sightd.checkpoint import read_info
+from sightd.errors import SightdError
 from sightd.web.metrics import count, text
 
 EVENTS = 200  # events kept for the timeline
@@ -251,30 +251,23 @@ def _fraction(value: Any) -> float | None:
 
 def checkpoint_card(path: str | None, digest: str) -> dict[str, Any]:
     """What the model file says about itself (test accuracy, calibration, when it was trained),
-    read from its safetensors header without torch; the keys are those sightd.checkpoint's
-    ModelInfo.to_metadata writes. `file_matches` says whether the file on disk is the one the
-    worker serves (its digest is the file's SHA-256, 12 hex digits)."""
+    from its header (sightd.checkpoint.read_info reads no tensors and imports no torch).
+    `file_matches` says whether the file on disk is the one the worker serves."""
     if not path:
         return {}
     try:
-        data = Path(path).read_bytes()
-        size = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
-    except (OSError, ValueError, AttributeError):
+        info, file_digest = read_info(path)
+    except SightdError:  # gone or replaced by a damaged file since the worker loaded it
         return {"file_matches": False}
-    card: dict[str, Any] = {"file_matches": hashlib.sha256(data).hexdigest()[:12] == digest}
-    for key, parse in (
-        ("test_accuracy", json.loads),
-        ("temperature", float),
-        ("created_at", float),
-        ("image_size", int),
-        ("sightd_version", str),
-    ):
-        try:
-            value = parse(meta[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if isinstance(value, str) or (isinstance(value, (int, float)) and math.isfinite(value)):
-            card[key] = value
-    card["calibrated"] = card.get("temperature", 1.0) != 1.0
+    card: dict[str, Any] = {
+        "file_matches": file_digest == digest,
+        "temperature": info.temperature,
+        "calibrated": info.temperature != 1.0,
+        "created_at": info.created_at,
+        "image_size": info.image_size,
+        "sightd_version": info.sightd_version,
+    }
+    accuracy = info.test_accuracy
+    if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):
+        card["test_accuracy"] = accuracy
     return card
