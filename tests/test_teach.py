@@ -218,6 +218,7 @@ def daemon(tmp_path_factory, color_checkpoint):
             yield root, config, client, processes
 
 
+@pytest.mark.slow
 def test_recording_adds_jpegs_of_the_camera_roi_to_the_data_set(daemon):
     root, _, client, processes = daemon
     before = sorted((root / "data" / "red").iterdir())
@@ -240,8 +241,15 @@ def test_recording_adds_jpegs_of_the_camera_roi_to_the_data_set(daemon):
         assert image[..., 2].mean() > 150 and image[..., 0].mean() < 100  # red, no blue half
     counts = {c["name"]: c["count"] for c in client.get("/api/teach/classes").json()["classes"]}
     assert counts["red"] == 25
+    # and the server's CSRF check guards these routes too: a cross-site POST changes nothing
+    url = f"{client.base_url}/api/teach/classes"
+    assert httpx.post(url, json={"name": "forged"}).status_code == 403
+    evil = {**CSRF, "Origin": "http://evil.example"}
+    assert httpx.post(url, json={"name": "forged"}, headers=evil).status_code == 403
+    assert not (root / "data" / "forged").exists()
 
 
+@pytest.mark.slow
 def test_a_run_trained_from_the_api_is_deployed_and_served_by_the_worker(daemon):
     from sightd.checkpoint import load_checkpoint
 
