@@ -10,6 +10,7 @@ security middleware asks each for the CSRF header and a matching Origin.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,8 @@ def _api(
             answer = await run_in_threadpool(handler, **kwargs)
         except TeachError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except OSError as exc:  # the disk said no: a full disk, permissions, a read-only mount
+            return JSONResponse({"error": _disk_error(exc)}, status_code=500)
         if isinstance(answer, Response):
             return answer
         return JSONResponse(answer, status_code=status, headers=NO_CACHE)
@@ -140,6 +143,14 @@ async def _json_body(request: Request) -> dict:
     if not isinstance(found, dict):
         raise TeachError(400, "the body must be a JSON object")
     return found
+
+
+def _disk_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = ""
+    if exc.errno == errno.EROFS:  # sightd's systemd unit keeps runs/ read-only
+        hint = "; under systemd, the unit's ReadOnlyPaths may name this folder"
+    return f"{exc.strerror or exc}{where}{hint}"
 
 
 def _int(query, key: str, default: int) -> int:

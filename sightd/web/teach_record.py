@@ -98,6 +98,9 @@ class Recorder:
             self._update(stop, state="done")
         except SightdError as exc:
             self._update(stop, state="error", reason=str(exc), until=None)
+        except OSError as exc:  # the data set's disk: full, or read-only
+            reason = f"cannot write {exc.filename or folder}: {exc.strerror or exc}"
+            self._update(stop, state="error", reason=reason, until=None)
         except Exception as exc:  # a bug of ours: said on the page, not only in the log
             log.exception("teach: the recording failed")
             self._update(stop, state="error", reason=repr(exc), until=None)
