@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("sightd.trainer.commands", "train", "Train a classifier on folder-per-class images."),
     "eval": ("sightd.trainer.commands", "evaluate", "Accuracy, per-class table and confusion."),
     "predict": ("sightd.trainer.commands", "predict", "Label image files with a trained model."),
+    "explain": ("sightd.explain.commands", "explain", "Grad-CAM: where a model looked, as PNGs."),
     "export": ("sightd.export", "export_command", "A model as ONNX, OpenVINO or TorchScript."),
     "dataset": ("sightd.trainer.commands", "dataset", "Write a built-in dataset as folders."),
     "capture": ("sightd.publishers.commands", "capture", "Publish frames from one camera."),

@@ -154,11 +154,13 @@ def evaluate(model_path, data_dir, split, plot, misclassified_path, device):
     save_confusion_matrix(plot, result.report["confusion_matrix"], info.classes, f"{split} split")
     click.echo(f"confusion matrix drawn to {plot}")
     grid = Path(misclassified_path or beside / f"misclassified_{split}.png")
-    _report_mistakes(result, grid)
+    _report_mistakes(result, grid, model_path, device or "auto")
 
 
-def _report_mistakes(result, path) -> None:
-    """List the worst mistakes, most confident first, and draw them (or a note: none) to path."""
+def _report_mistakes(result, path, model_path, device: str) -> None:
+    """List the worst mistakes, most confident first, and draw them (or a note: none) to path,
+    each with the Grad-CAM of its predicted class over it where grad-cam is installed."""
+    from sightd.explain import gradcam
     from sightd.trainer.plots import save_misclassified
 
     worst = result.worst_mistakes()
@@ -174,8 +176,14 @@ def _report_mistakes(result, path) -> None:
         confidence = float(result.confidence[i])
         click.echo(f"  {data.paths[i]}\ttrue {true}\tpredicted {guess}\t{confidence:.4f}")
         titles.append(f"true {true}\npredicted {guess} {confidence:.3f}")
-    save_misclassified(path, [data.images[i].numpy() for i in worst], titles)
-    click.echo(f"the {len(worst)} drawn to {path}")
+    tiles = [data.images[i].numpy() for i in worst]
+    drawn = f"without heat maps ({gradcam.INSTALL_HINT})"
+    if gradcam.available():
+        explainer = gradcam.Explainer(model_path, device)
+        tiles = explainer.overlays_rgb(data.images[worst], result.predicted[worst].tolist())
+        drawn = "each with the heat map of its predicted class (red: the strongest evidence)"
+    save_misclassified(path, tiles, titles)
+    click.echo(f"the {len(worst)} drawn to {path}, {drawn}")
 
 
 @click.command()
@@ -203,10 +211,10 @@ def predict(model_path, images, config_path, min_confidence, as_json, device):
 
     model_cfg = override(load_config(config_path).model, "model", min_confidence=min_confidence)
     classifier = Classifier.load(model_path, device or "auto")
-    paths, failed = _expand(images)
+    paths, failed = expand_images(images)
     for start in range(0, len(paths), 64):  # bounded memory for thousands of files
         chunk = paths[start : start + 64]
-        frames = [_read(path, classifier.info.image_size) for path in chunk]
+        frames = [read_or_skip(path, classifier.info.image_size) for path in chunk]
         failed += sum(frame is None for frame in frames)
         readable = [(p, f) for p, f in zip(chunk, frames, strict=True) if f is not None]
         predictions = classifier.predict([frame for _, frame in readable]) if readable else []
@@ -222,7 +230,7 @@ def predict(model_path, images, config_path, min_confidence, as_json, device):
         sys.exit(1)
 
 
-def _expand(arguments) -> tuple[list[str], int]:
+def expand_images(arguments) -> tuple[list[str], int]:
     """(image paths to label, number of arguments skipped): a folder becomes every visible
     image file under it, in name order; a missing path or an empty folder is reported."""
     from pathlib import Path
@@ -251,8 +259,9 @@ def _expand(arguments) -> tuple[list[str], int]:
     return paths, skipped
 
 
-def _read(path: str, size: int):
-    """The image as a BGR frame, or None after saying on stderr why it cannot be."""
+def read_or_skip(path: str, size: int = 0):
+    """The image as a BGR frame (a JPEG reduced for a model of `size` px; 0: full size), or
+    None after saying on stderr why it cannot be."""
     from sightd.images import read_image
 
     try:
