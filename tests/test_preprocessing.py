@@ -1,9 +1,10 @@
 """The one preprocessing: a frame alone and the same frame in a batch become the same input."""
 
 import numpy as np
+import pytest
 import torch
 
-from sightd.preprocessing import normalize, preprocess, resize_rgb
+from sightd.preprocessing import crop_roi, normalize, preprocess, preprocess_numpy, resize_rgb
 
 
 def _frames(count: int, shape=(48, 80)) -> list[np.ndarray]:
@@ -50,3 +51,24 @@ def test_resize_keeps_uint8_and_makes_any_frame_square():
     for shape in [(480, 640), (10, 7), (64, 64)]:
         out = resize_rgb(_frames(1, shape)[0], 64)
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (37, 53), (64, 64), (200, 90)])
+@pytest.mark.parametrize(
+    "roi", [None, (0.0, 0.0, 1.0, 1.0), (0.25, 0.1, 0.5, 0.6), (0.9, 0.9, 0.1, 0.1)]
+)
+def test_the_numpy_path_gives_the_torch_paths_tensor(shape, roi):
+    """Given random frames of several sizes and a camera roi, the numpy preprocessing that
+    every engine is fed gives the tensor the torch path gives (the trainer's normalize)."""
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    frames = [crop_roi(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), roi) for _ in range(3)]
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    served = preprocess_numpy(frames, 64, mean, std)
+
+    small = torch.from_numpy(np.stack([resize_rgb(frame, 64) for frame in frames]))
+    expected = normalize(small, mean, std).numpy()
+    assert served.dtype == np.float32 and served.flags.c_contiguous
+    assert served.shape == (3, 3, 64, 64)
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    assert torch.equal(preprocess(frames, 64, mean, std), torch.from_numpy(served))
