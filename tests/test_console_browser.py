@@ -146,6 +146,7 @@ def test_a_person_watching_the_console_sees_the_live_pipeline(tmp_path, color_ch
         wait_for(lambda: all(states().get(n) == "online" for n in wanted), 20, f"{states()}")
         card = page.locator("#model").text_content()
         assert "seed" in card and "100%" in card and "blue, green, red" in card
+        assert "served by" in card  # the worker's engine and device
 
         if os.environ.get("SIGHTD_SCREENSHOT"):
             write_screenshot(page, Path(os.environ["SIGHTD_SCREENSHOT"]))

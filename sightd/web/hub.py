@@ -178,6 +178,8 @@ class Hub:
             "arch": text(model.get("arch")),
             "digest": digest,
             "classes": [c for c in classes if isinstance(c, str)][:4096],
+            "engine": text(model.get("engine")),
+            "device": text(model.get("device")),
         }
         if digest != self._card_for:
             self._card_for, self._file_card = digest, checkpoint_card(self.model_path, digest)

@@ -233,6 +233,7 @@ function showModel(model) {
     ["trained at", trained],
     ["digest", model.digest || "–"],
   ];
+  if (model.engine) rows.push(["served by", model.device ? `${model.engine} on ${model.device}` : model.engine]);
   const list = document.getElementById("model");
   list.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));
   if (model.file_matches === false) {
