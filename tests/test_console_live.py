@@ -112,10 +112,13 @@ def test_the_model_card_joins_the_worker_s_status_and_the_checkpoint_s_own_metad
         "arch": "seed",
         "digest": digest,
         "classes": ["blue", "green", "red"],
+        "engine": "onnxruntime",
+        "device": "cpu",
     }
     hub.feed("status", "infer", {"state": "online", "at": 1.0, "model": model})
     card = hub.snapshot()["model"]
     assert card["arch"] == "seed" and card["classes"] == ["blue", "green", "red"]
+    assert card["engine"] == "onnxruntime" and card["device"] == "cpu"
     assert card["test_accuracy"] == 1.0 and card["temperature"] == 1.0 and not card["calibrated"]
     assert card["created_at"] > 1_600_000_000 and card["file_matches"]
     # a model file that is not the one served says so
