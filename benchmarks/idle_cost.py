@@ -29,7 +29,7 @@ own copy anyway (interleaved too) and records its figures or its failure.
 
 Usage: python benchmarks/idle_cost.py [--before 3d35d26] [--after HEAD] [--repeats 2]
        [--seconds 60] [--warmup 15] [--latency-fps 30] [--latency-seconds 30] [--model PATH]
-       [--pipeline-latency SECONDS] [--out results.json]
+       [--engine torch|onnxruntime|openvino] [--pipeline-latency SECONDS] [--out results.json]
 """
 
 from __future__ import annotations
@@ -104,12 +104,20 @@ def export(revision: str, folder: Path) -> dict:
     imported = Path(tree_python(tree, "import sightd; print(sightd.__file__)")).resolve()
     if not imported.is_relative_to(tree.resolve()):
         raise SystemExit(f"{revision}: PYTHONPATH={tree} imports sightd from {imported}")
-    has_http = tree_python(
-        tree, "from sightd.config import SightdConfig; print('http' in SightdConfig.model_fields)"
-    )
+    has_http, has_engine = tree_python(
+        tree,
+        "from sightd.config import ModelConfig, SightdConfig; "
+        "print('http' in SightdConfig.model_fields, 'engine' in ModelConfig.model_fields)",
+    ).split()
     subject = git("log", "-1", "--format=%s", commit)
     print(f"{revision} = {commit[:12]} ({subject[:60]}...): sightd from {imported}", flush=True)
-    return {"revision": revision, "commit": commit, "tree": tree, "http": has_http == "True"}
+    return {
+        "revision": revision,
+        "commit": commit,
+        "tree": tree,
+        "http": has_http == "True",
+        "engine": has_engine == "True",
+    }
 
 
 # ---- what a run needs ----------------------------------------------------------------------
@@ -153,7 +161,9 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def write_config(path: Path, video: Path, model: Path, fps: float, http: bool) -> Path:
+def write_config(
+    path: Path, video: Path, model: Path, fps: float, http: bool, engine: str | None
+) -> Path:
     frames, labels, status, status_in, web = free_ports(5)
     config = {
         "cameras": [{"name": "cam0", "source": str(video), "fps": fps, "loop": True}],
@@ -168,6 +178,8 @@ def write_config(path: Path, video: Path, model: Path, fps: float, http: bool) -
     }
     if http:
         config["http"] = {"listen": f"127.0.0.1:{web}"}
+    if engine:
+        config["model"]["engine"] = engine
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -304,7 +316,8 @@ def check_imports(root: int, tree: Path) -> None:
 
 def run_once(rev: dict, folder: Path, video: Path, model: Path, fps: float, args, tag: str):
     tree, name = rev["tree"], f"{rev['commit'][:12]}-{tag}"
-    config = write_config(folder / f"{name}.yaml", video, model, fps, rev["http"])
+    engine = args.engine if rev["engine"] else None  # a revision before engines serves torch
+    config = write_config(folder / f"{name}.yaml", video, model, fps, rev["http"], engine)
     record, log = folder / f"{name}.labels", folder / f"{name}.log"
     load_before, started = os.getloadavg(), time.time()
     with log.open("w") as err:
@@ -489,7 +502,8 @@ def report(results: dict) -> list[str]:
     lines = [
         f"before {before[:12]} ({results['before']['revision']}), "
         f"after {after[:12]} ({results['after']['revision']}); "
-        f"{os.cpu_count()} CPUs; median of {results['repeats']} runs each",
+        f"{os.cpu_count()} CPUs; median of {results['repeats']} runs each; "
+        f"model.engine {results.get('engine') or 'as each revision defaults'}",
         "",
         f"Idle cost at 2 fps, {results['seconds']:g} s window "
         "(CPU: % of one core; wakeups: context switches/s):",
@@ -525,6 +539,10 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="its window")
     parser.add_argument("--model", type=Path, help="a checkpoint (default: train one here)")
     parser.add_argument(
+        "--engine",
+        help="model.engine for a revision that has it (default: its own default, auto)",
+    )
+    parser.add_argument(
         "--pipeline-latency",
         type=float,
         default=0.0,
@@ -534,6 +552,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     results = {"repeats": args.repeats, "seconds": args.seconds, "warmup": args.warmup}
+    results["engine"] = args.engine
     results.update({"idle": [], "fast": [], "pipeline": [], "load_start": os.getloadavg()[0]})
     with tempfile.TemporaryDirectory(prefix="idle_cost-") as tmp:
         folder = Path(tmp)
