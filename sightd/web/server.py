@@ -161,21 +161,11 @@ def run_http(config: SightdConfig, runtime: Runtime) -> None:
 
 
 def extra_routes(config: SightdConfig) -> dict[str, list[BaseRoute]]:
-    """The Explain and Teach pages' routes, from their own modules, when those are here."""
-    found: dict[str, list[BaseRoute]] = {}
-    try:
-        from sightd.web.explain_routes import explain_routes
+    """The Explain and Teach pages' routes, from their own modules."""
+    from sightd.web.explain_routes import explain_routes
+    from sightd.web.teach import teach_routes
 
-        found["explain"] = list(explain_routes(config))
-    except ImportError as exc:
-        log.debug("http: no Grad-CAM routes (%s)", exc)
-    try:
-        from sightd.web.teach import teach_routes
-
-        found["teach"] = list(teach_routes(config))
-    except ImportError as exc:
-        log.debug("http: no Teach routes (%s)", exc)
-    return found
+    return {"explain": list(explain_routes(config)), "teach": list(teach_routes(config))}
 
 
 class HttpComponent(Component):
