@@ -11,27 +11,22 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 import zmq
 from browser_support import browser, page  # noqa: F401
-from conftest import color_frame, free_port, wait_for, write_video
+from conftest import wait_for
+from daemon_support import COLOURS, SightdRun, colour_video
 
 from sightd.config import load_config
 from sightd.process import Runtime
 from sightd.protocol import pack_message, status_body
 from sightd.transport import bind_publisher
 from sightd.web.server import run_http
-
-COLOURS = ("blue", "green", "red")
 
 # The colour the <img> shows now: its centre drawn on a canvas, the strongest channel.
 SCENE_JS = """() => {
@@ -48,51 +43,11 @@ SCENE_JS = """() => {
 }"""
 
 
-class Daemon:
+def Daemon(root: Path, checkpoint: Path) -> SightdRun:
     """`sightd run` on a looping video of blue, green and red, 2 s each, snapshots on."""
-
-    def __init__(self, root: Path, checkpoint: Path):
-        frames = [color_frame(c, (240, 320)) for c in COLOURS for _ in range(10)]
-        video = write_video(root / "colours.avi", frames, fps=5)
-        names = ("frames", "labels", "status", "status_in")
-        self.port = free_port()
-        config = {
-            "cameras": [{"name": "cam0", "source": str(video), "fps": 5}],
-            "transport": {n: f"tcp://127.0.0.1:{free_port()}" for n in names}
-            | {"status_interval": 0.5},
-            "model": {"path": str(checkpoint), "device": "cpu", "reload": False},
-            "events": {"snapshots": {"dir": str(root / "snapshots"), "keep": 20}},
-            "subscribers": [],
-            "http": {"listen": f"127.0.0.1:{self.port}"},
-        }
-        self.url = f"http://127.0.0.1:{self.port}/"
-        (root / "config.yaml").write_text(yaml.safe_dump(config))
-        self.log_path = root / "daemon.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sightd", "run", "-c", str(root / "config.yaml")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def tail(self) -> str:
-        return self.log()[-3000:]
-
-    def healthy(self) -> bool:
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{self.url}healthz", timeout=2).status_code == 200
-        return False
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+    video = colour_video(root / "colours.avi", (240, 320), fps=5)
+    snapshots = {"snapshots": {"dir": str(root / "snapshots"), "keep": 20}}
+    return SightdRun(root, checkpoint, video, events=snapshots)
 
 
 @pytest.mark.slow

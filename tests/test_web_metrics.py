@@ -11,17 +11,15 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 import zmq
-from conftest import color_frame, free_port, wait_for, write_video
+from conftest import free_port, wait_for
+from daemon_support import SightdRun, colour_video
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -465,43 +463,15 @@ def test_run_http_reads_the_bus_and_stops_on_runtime_stop(config_file):
 # ---- `sightd run`, scraped ---------------------------------------------------------------------
 
 
-class Daemon:
-    """`sightd run` on a looping video, its own process group, a log file."""
-
-    def __init__(self, root: Path, checkpoint: Path):
-        frames = [color_frame(c, (120, 160)) for c in ("blue", "green", "red") for _ in range(10)]
-        video = write_video(root / "colors.avi", frames, fps=10)
-        names = ("frames", "labels", "status", "status_in")
-        self.port = free_port()
-        config = {
-            "cameras": [{"name": "cam0", "source": str(video), "fps": 5}],
-            "transport": {n: f"tcp://127.0.0.1:{free_port()}" for n in names}
-            | {"status_interval": 0.5},
-            "model": {"path": str(checkpoint), "device": "cpu", "reload": False},
-            "subscribers": [{"type": "print", "topics": ["event"]}],
-            "daemon": {"max_restarts": 5, "restart_window": 60.0, "heartbeat_timeout": 10.0},
-            "http": {"listen": f"127.0.0.1:{self.port}"},
-        }
-        self.config_path = root / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = root / "daemon.log"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sightd", "run", "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
+def Daemon(root: Path, checkpoint: Path) -> SightdRun:
+    """`sightd run` on a looping video, a print subscriber, restarts allowed."""
+    return SightdRun(
+        root,
+        checkpoint,
+        colour_video(root / "colors.avi"),
+        subscribers=[{"type": "print", "topics": ["event"]}],
+        daemon={"max_restarts": 5, "restart_window": 60.0, "heartbeat_timeout": 10.0},
+    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
