@@ -111,7 +111,7 @@ def publishing(config, fps: float):
         sock.close()
 
 
-def request_times(model: Path, fps: float, calls: int) -> tuple[float, tuple]:
+def request_times(model: Path, fps: float, calls: int, threads: int) -> tuple[float, tuple]:
     """(the first request's ms, (median, p90) of the later ones) against the explain routes."""
     from starlette.applications import Starlette
     from starlette.testclient import TestClient
@@ -121,7 +121,7 @@ def request_times(model: Path, fps: float, calls: int) -> tuple[float, tuple]:
 
     frames = f"tcp://127.0.0.1:{free_port()}"
     config = SightdConfig.model_validate(
-        {"model": {"path": str(model)}, "transport": {"frames": frames}}
+        {"model": {"path": str(model), "threads": threads}, "transport": {"frames": frames}}
     )
     with TestClient(Starlette(routes=explain_routes(config))) as client, publishing(config, fps):
 
@@ -142,7 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--fps", type=float, default=10.0, help="the camera's frame rate")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads, as model.threads (0: torch's default)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -150,10 +152,9 @@ def main() -> None:
     from sightd.classifier import Classifier
     from sightd.explain.gradcam import Explainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}; camera at {args.fps:g} fps; "
         f"median / p90 wall and mean CPU of {args.calls} calls, ms"
     )
@@ -161,10 +162,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for arch, size in MODELS:
             model = write_model(Path(folder), arch, size)
-            explainer, served = Explainer(model), Classifier.load(model, "cpu")
+            explainer = Explainer(model, "cpu", args.threads)
+            served = Classifier.load(model, "cpu", threads=args.threads)
             explain = timed(lambda e=explainer: e.explain(frame), args.calls)
             forward = timed(lambda s=served: s.predict([frame]), args.calls)
-            first, request = request_times(model, args.fps, args.calls)
+            first, request = request_times(model, args.fps, args.calls, args.threads)
             print(
                 f"{arch} {size} px: explain {explain[0]:.1f} / {explain[1]:.1f}, CPU "
                 f"{explain[2]:.1f}; request {request[0]:.1f} / {request[1]:.1f}, CPU "

@@ -18,6 +18,7 @@ from sightd.trainer.commands import device_option, expand_images, read_or_skip
 @click.option(
     "--out",
     "out_dir",
+    metavar="DIR",
     type=click.Path(file_okay=False),
     default="explained",
     show_default=True,
@@ -27,7 +28,7 @@ from sightd.trainer.commands import device_option, expand_images, read_or_skip
 def explain(model_path, images, out_dir, device):
     """Show where MODEL looked: a Grad-CAM heat map over each image.
 
-    Writes OUT/<image name>.png, the image's centre square (what the model sees) with the heat
+    Writes DIR/<image name>.png, the image's centre square (what the model sees) with the heat
     map of the label over it, red where the evidence for it is strongest, and prints one line
     per image: path, label, calibrated confidence, the overlay's file. A folder stands for
     every image file under it. A file that is missing or cannot be decoded is reported on

@@ -17,9 +17,10 @@ map covers that square and is drawn over it: for a camera frame, the centre squa
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +53,14 @@ class Explanation:
 
 
 class Explainer:
-    """Grad-CAM of one checkpoint; one explanation at a time (a lock), from any thread."""
+    """Grad-CAM of one checkpoint; one explanation at a time (a lock), from any thread.
 
-    def __init__(self, model_path: str | Path, device: str = "cpu"):
+    threads: torch's CPU threads while explaining (0: leave torch's setting). The console
+    passes model.threads, as the worker runs: two threads on two cores the pipeline also uses
+    spend several times the CPU of one waiting for each other (README: Explain).
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "cpu", threads: int = 0):
         if not available():
             raise SightdError(INSTALL_HINT)
         from pytorch_grad_cam import GradCAM
@@ -65,6 +71,7 @@ class Explainer:
         self.model = checkpoint.model.float().eval()
         self._cam = GradCAM(model=self.model, target_layers=[self.model.stages[-1]])
         self._lock = threading.Lock()
+        self.threads = threads
 
     def explain(
         self,
@@ -103,7 +110,7 @@ class Explainer:
 
         wanted = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
         # enable_grad: a caller may be under no_grad; the backward pass needs the graph
-        with self._lock, torch.enable_grad():
+        with self._lock, torch.enable_grad(), cpu_threads(self.threads):
             maps = self._cam(input_tensor=batch.to(self.device, torch.float32), targets=wanted)
             logits = self._cam.outputs.detach().float()
         probabilities = torch.softmax(logits / self.info.temperature, dim=1)
@@ -118,6 +125,21 @@ class Explainer:
             overlay(image, heatmap, rgb=True)
             for image, heatmap in zip(images_rgb.numpy(), maps, strict=True)
         ]
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (0: unchanged) for the block, in the calling thread
+    (where a CPU backward pass runs too), and put back after it."""
+    if threads <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def encode_png(image_bgr: np.ndarray) -> bytes:

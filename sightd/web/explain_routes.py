@@ -7,7 +7,7 @@ classifies it (the camera's roi, the JPEG decoded at the model's scale) and draw
 size: the centre square of the roi, at most gradcam.MAX_SIDE. The Explainer, an eager copy of
 config.model.path's network, is loaded on the first request (torch comes into the console's
 process then, not before) and again after the file changes; it runs on the CPU, leaving the
-worker's device and its memory to the worker.
+worker's device and its memory to the worker, with model.threads CPU threads as the worker.
 
 Responses: 200 image/png with X-Label (percent-encoded UTF-8), X-Confidence (calibrated) and
 X-Seq (the frame's); otherwise JSON {"error": ...}: 404 unknown camera, 429 an explanation
@@ -34,7 +34,7 @@ FRAME_WAIT_S = 3.0  # a camera publishes at 2 fps by default; silence this long 
 
 def explain_routes(config: SightdConfig) -> list[Route]:
     cameras = {camera.name: camera for camera in config.cameras}
-    explainers = ExplainerCache(config.model.path)
+    explainers = ExplainerCache(config.model.path, config.model.threads)
     busy = threading.Lock()  # one explanation at a time: each takes a CPU core for a while
 
     async def explain_camera(request: Request) -> Response:
@@ -99,8 +99,8 @@ def explain_frame(explainers: ExplainerCache, frame: dict[str, Any], roi):
 class ExplainerCache:
     """The Explainer of the model file, reloaded when the file changes (mtime, size, inode)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, threads: int = 0):
+        self.path, self.threads = path, threads
         self.signature: tuple | None = None
         self.explainer = None
         self.lock = threading.Lock()
@@ -117,7 +117,7 @@ class ExplainerCache:
             signature = file_signature(self.path)
             if self.explainer is None or signature != self.signature:
                 try:
-                    self.explainer = Explainer(self.path, "cpu")
+                    self.explainer = Explainer(self.path, "cpu", self.threads)
                 except SightdError as exc:  # missing, damaged: the message says which
                     raise _Unavailable(503, str(exc)) from None
                 self.signature = signature
