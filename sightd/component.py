@@ -1,7 +1,8 @@
 """The one loop every long-running sightd part runs: cycle, beat, report, until told to stop.
 
 A component says only what it does in one cycle (`cycle(wait)`, which must return within
-`wait` seconds) and what its figures are (`figures()`). The base owns the stop flag, the
+`wait` seconds, and should wait on `self.poll(...)`, which also wakes on a stop) and what its
+figures are (`figures()`). The base owns the stop flag, the
 heartbeat, the status cadence and the status socket: every component PUB-connects to
 transport.status_in, and whoever hosts the status bus (the supervisor under `sightd run`, or
 the first foreground component) forwards it all to transport.status. So one subscription to
@@ -18,11 +19,14 @@ from typing import Any
 import zmq
 
 from sightd.config import TransportConfig
-from sightd.process import Runtime
+from sightd.process import Runtime, stop_fd
 from sightd.protocol import pack_message, status_body
 from sightd.transport import connect_publisher
 
-WAIT_STEP = 0.5  # the longest wait of one cycle: stop and the heartbeat stay prompt
+# The longest wait of one cycle: the heartbeat is beaten at least once a second (the supervisor
+# allows daemon.heartbeat_timeout, 5 s). A stop ends any wait on self.poll at once, so a longer
+# step costs no stop latency; each step is a wakeup of an idle component.
+WAIT_STEP = 1.0
 STATES = ("starting", "online", "reconnecting", "offline")
 
 
@@ -48,6 +52,16 @@ class Component:
         """Release what the component holds; the base then reports it offline."""
 
     # ---- what the base does ------------------------------------------------------------------
+
+    def poller(self, *sockets) -> zmq.Poller:
+        """A poller over `sockets` (zmq sockets or file descriptors) and the stop flag."""
+        poller = zmq.Poller()
+        for sock in sockets:
+            poller.register(sock, zmq.POLLIN)
+        fd = stop_fd(self.runtime.stop)
+        if fd is not None:
+            poller.register(fd, zmq.POLLIN)
+        return poller
 
     def run(self) -> None:
         """Cycle until runtime.stop is set, then close and report offline, whatever happened."""

@@ -3,11 +3,15 @@
 A component's loop is `while not runtime.stop.is_set(): ...; runtime.beat()`, with a timeout
 on every blocking call. Run in the foreground (`sightd capture`) SIGINT/SIGTERM set the stop
 flag; under the supervisor the flag and the heartbeat are shared with the parent process.
+Either flag has a file descriptor that turns readable once it is set, so a loop can wait on
+its sockets and the stop at once and sleep long without making a stop wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,10 +22,41 @@ from dataclasses import dataclass, field
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class StopEvent:
+    """threading.Event's set, is_set and wait, and `fileno()`: a pipe readable once set (a
+    signal handler may set it; the byte it writes wakes whoever polls the pipe)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        if not self._event.is_set():
+            self._event.set()
+            with contextlib.suppress(OSError):  # full or closed: it is readable already
+                os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def fileno(self) -> int:
+        return self._read
+
+
+def stop_fd(stop) -> int | None:
+    """The descriptor that turns readable when `stop` is set; None for a plain Event."""
+    fileno = getattr(stop, "fileno", None)
+    return fileno() if fileno is not None else None
+
+
 @dataclass
 class Runtime:
     name: str  # "capture:cam0", "infer", "subscriber:mqtt"
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event | StopEvent = field(default_factory=StopEvent)
     beat: Callable[[], None] = lambda: None  # proves liveness to the supervisor's watchdog
 
     @property

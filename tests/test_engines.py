@@ -206,13 +206,13 @@ def test_hot_reload_and_the_bad_swap_refusal_work_with_every_engine(tmp_path, mo
     try:
         # when a new checkpoint replaces it, then a tested classifier of it is handed over
         relabelled(model, path, ["azure", "lime", "crimson"])
-        new = wait_for(watcher.take, timeout=120, what="the new model")
+        new = wait_for(lambda: watcher.poll() or watcher.take(), timeout=120, what="the new model")
         assert new.engine.name == engine and new.info.classes == ["azure", "lime", "crimson"]
         assert new.predict(frames()[:1])[0].label == "azure"
         # when a truncated copy replaces it, then it is refused with the reason, and nothing
         # is handed over
         path.write_bytes(path.read_bytes()[:-1000])
-        wait_for(lambda: watcher.errors, timeout=30, what="the refusal")
+        wait_for(lambda: watcher.poll() or watcher.errors, timeout=30, what="the refusal")
         assert "truncated" in watcher.last_error and watcher.take() is None
     finally:
         watcher.close()

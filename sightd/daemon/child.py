@@ -80,6 +80,11 @@ class StopFlag:
     def wait(self, timeout: float | None = None) -> bool:
         return self._local.is_set() or self._reader.poll(timeout) or self._local.is_set()
 
+    def fileno(self) -> int:
+        """Readable once the supervisor has set it (or is gone): a loop polls it beside its
+        sockets. A set() inside the child (its SIGTERM handler) shows in is_set() alone."""
+        return self._reader.fileno()
+
     def __getstate__(self) -> dict:
         return {"_reader": self._reader, "_writer": None}
 

@@ -48,6 +48,8 @@ KillMode=mixed
 # /run/sightd (or $XDG_RUNTIME_DIR/sightd): for ipc:// endpoints; gone when it stops.
 RuntimeDirectory=sightd
 RuntimeDirectoryMode=0750
+# $CACHE_DIRECTORY: an engine's export of the model, which its read-only folder cannot take.
+CacheDirectory=sightd
 # Hardening. Not set: PrivateDevices (hides /dev/video*) and MemoryDenyWriteExecute
 # (PyTorch's CPU kernels are JIT-compiled into writable, executable memory).
 NoNewPrivileges=yes

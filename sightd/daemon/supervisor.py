@@ -34,7 +34,7 @@ from sightd.daemon.child import (
 from sightd.daemon.forwarder import StatusForwarder
 from sightd.daemon.notify import Watchdog, notify
 from sightd.engines.base import choose_engine
-from sightd.process import Runtime, configure_logging, set_process_title
+from sightd.process import Runtime, StopEvent, configure_logging, set_process_title
 from sightd.protocol import decode_message
 from sightd.subscribers.registry import subscriber_name
 from sightd.transport import connect_subscriber
@@ -106,6 +106,7 @@ class Supervisor(Component):
         self.watchdog = Watchdog()
         self.ready = False
         self._labels: zmq.Socket | None = None
+        self._labelled = 0  # the worker's frames_out when last heard
 
     # ---- the checklist ---------------------------------------------------------------------
 
@@ -143,7 +144,9 @@ class Supervisor(Component):
         super().run()
 
     def cycle(self, wait: float) -> None:
-        self.watch(timeout=max(wait, 0.01))
+        now = time.monotonic()
+        restarts = [c.restart_at - now for c in self.children if c.state == "backoff"]
+        self.watch(timeout=max(min([wait, *restarts]), 0.01))
 
     def close(self) -> None:
         self.stop()
@@ -172,10 +175,11 @@ class Supervisor(Component):
             self._launch(child)
 
     def start_label_watch(self) -> None:
-        """Labels prove the whole pipeline works: they drive READY=1 and systemd's watchdog."""
+        """The worker's labels prove the whole pipeline works: its status says it is online
+        (READY=1) and how many labels it has published (while that grows, systemd's watchdog
+        is fed). Its status, not every label, so that labels cost the supervisor nothing."""
         transport = self.config.transport
-        endpoints, topics = [transport.labels, transport.status], [b"label.", b"status.infer"]
-        self._labels = connect_subscriber(endpoints, topics, transport)
+        self._labels = connect_subscriber([transport.status], [b"status.infer"], transport)
 
     def stop_label_watch(self) -> None:
         if self._labels is not None:
@@ -208,8 +212,13 @@ class Supervisor(Component):
     # ---- watching --------------------------------------------------------------------------
 
     def watch(self, timeout: float) -> None:
-        """One round: read labels for up to `timeout`, then check every child once."""
+        """One round: wait up to `timeout` for the worker's status, a child's exit or a stop,
+        then check every child once."""
         self._read_labels(timeout)
+        if self.runtime.stop.is_set():
+            # Restart nothing: stop() is next, and a SIGTERM to the whole process group has
+            # ended the fork server too, so a launch now would fail.
+            return
         now = time.monotonic()
         for child in self.children:
             self._check(child, now)
@@ -296,21 +305,22 @@ class Supervisor(Component):
         log.info("started %s (pid %d)", child.spec.name, child.pid)
 
     def _read_labels(self, timeout: float) -> None:
-        if self._labels is None or not self._labels.poll(timeout * 1000):
-            if self._labels is None:
-                time.sleep(timeout)
+        exits = [c.process.sentinel for c in self.children if c.process is not None]
+        watched = [self._labels] if self._labels is not None else []
+        if self._labels not in dict(self.poller(*watched, *exits).poll(timeout * 1000)):
             return
         while True:
             try:
                 message = decode_message(self._labels.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            if message is None:
+            if message is None or message.get("component") != "infer":
                 continue
-            kind = message["kind"]
-            if kind == "label":
+            labelled = message.get("frames_out")
+            if labelled and labelled != self._labelled:  # a restarted worker counts from 0
+                self._labelled = labelled
                 self.watchdog.saw_label()
-            if not self.ready and (kind == "label" or message.get("state") == "online"):
+            if not self.ready and message.get("state") == "online":
                 self.ready = True
                 log.info("pipeline ready: model loaded, sockets bound")
                 notify("READY=1")
@@ -331,7 +341,7 @@ def serve(supervisor: Supervisor, stop_requested: threading.Event | None = None)
     """Run in the foreground until SIGTERM, Ctrl-C or `stop_requested`; then stop everything."""
     set_process_title("sightd.supervisor")
     configure_logging(supervisor.config.log_level)
-    stop_requested = stop_requested or threading.Event()
+    stop_requested = stop_requested or StopEvent()  # a signal wakes the watch loop at once
 
     def request_stop(signum, _frame):
         log.info("stopping (%s)", signal.Signals(signum).name)

@@ -97,7 +97,7 @@ class Worker(Component):
         cameras = {c.name for c in config.cameras}
         self.rois = {c.name: c.roi for c in config.cameras}
         sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
-        self.intake = FrameIntake(sub, cameras, config.frame_endpoints())
+        self.intake = FrameIntake(sub, cameras, config.frame_endpoints(), self.poller(sub))
         self.debouncers = {name: debouncer(config.events) for name in cameras}
         self.per_camera = {name: Counter() for name in cameras}  # labels, stale, events
         self.frames_out = self.stale = self.decode_errors = self.classify_errors = 0
@@ -197,7 +197,10 @@ class Worker(Component):
             self.per_camera[camera]["events"] += 1
 
     def _swap_model_if_ready(self) -> None:
-        new = self.watcher.take() if self.watcher is not None else None
+        if self.watcher is None:
+            return
+        self.watcher.poll()
+        new = self.watcher.take()
         if new is not None:
             log.info("model swapped: %s -> %s", self.classifier.name, new.name)
             self.classifier = new

@@ -35,8 +35,19 @@ class IntakeCounts:
 
 
 class FrameIntake:
-    def __init__(self, sock: zmq.Socket, cameras: set[str], endpoints: list[str]):
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        cameras: set[str],
+        endpoints: list[str],
+        poller: zmq.Poller | None = None,
+    ):
+        """`poller` watches `sock` and whatever else should end a wait early (the stop flag)."""
         self.sock = sock
+        if poller is None:
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+        self.poller = poller
         self.cameras = cameras  # the configured cameras; frames naming any other are refused
         self.counts = IntakeCounts()
         # An oversized frame must not cut a camera off; the reconnector connects the endpoints.
@@ -50,7 +61,7 @@ class FrameIntake:
         """Wait up to `timeout` s for frames; {camera: (header, payload)} of the newest ones."""
         self.reconnector.poll()
         newest: dict[str, tuple[dict[str, Any], bytes]] = {}
-        if not self.sock.poll(timeout * 1000):
+        if self.sock not in dict(self.poller.poll(timeout * 1000)):
             return newest
         for _ in range(MAX_DRAIN):
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def load_tested(
 
 
 class ModelWatcher:
-    """Polls `path` in a thread; `take()` returns a new tested Classifier once, else None."""
+    """`poll()`, called from the worker's loop, looks at `path` at most every POLL_SECONDS (no
+    thread wakes up just to look); a changed file is loaded and tested in a thread of its own;
+    `take()` returns the new tested Classifier once, else None."""
 
     def __init__(self, config: ModelConfig, signature: tuple | None, max_batch: int = 1):
         self.config, self.path, self.max_batch = config, Path(config.path), max_batch
@@ -81,8 +84,25 @@ class ModelWatcher:
         self._ready: Classifier | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="model watcher", daemon=True)
-        self._thread.start()
+        self._pending: tuple | None = None  # seen changed once: loaded if the next look agrees
+        self._next_look = time.monotonic() + POLL_SECONDS
+        self._loader: threading.Thread | None = None
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now < self._next_look or (self._loader is not None and self._loader.is_alive()):
+            return
+        self._next_look = now + POLL_SECONDS
+        signature = file_signature(self.path)
+        if signature is None or signature == self.signature:
+            self._pending = None
+        elif signature != self._pending:
+            self._pending = signature
+        else:
+            self._pending = None
+            self.signature = signature  # a bad file is tried once; rewriting it triggers a retry
+            self._loader = threading.Thread(target=self._try_load, name="model loader", daemon=True)
+            self._loader.start()
 
     def take(self) -> Classifier | None:
         with self._lock:
@@ -90,23 +110,11 @@ class ModelWatcher:
         return ready
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
+        self._stop.set()  # an export being made for the new model is stopped too
+        if self._loader is not None:
+            self._loader.join(timeout=5.0)
 
-    def _watch(self) -> None:
-        pending = None  # a changed signature seen once: load it if the next poll agrees
-        while not self._stop.wait(POLL_SECONDS):
-            signature = file_signature(self.path)
-            if signature is None or signature == self.signature:
-                pending = None
-            elif signature != pending:
-                pending = signature
-            else:
-                pending = None
-                self._try_load(signature)
-
-    def _try_load(self, signature: tuple) -> None:
-        self.signature = signature  # a bad file is tried once; rewriting it triggers a retry
+    def _try_load(self) -> None:
         try:
             classifier = load_tested(self.config, self.max_batch, cancelled=self._stop.is_set)
         except Exception as exc:  # SightdError for bad files; anything else must not kill us

@@ -28,7 +28,6 @@ from sightd.subscribers.registry import parse_entry, subscriber_class
 from sightd.transport import connect_subscriber, recv_parts
 
 DRAIN_SECONDS = 3.0  # on stop, queued messages get this long to be handled (log: no loss)
-POLL_MS = 200  # every blocking wait is bounded so stop and the watchdog are seen quickly
 
 
 class SubscriberStuck(RuntimeError):
@@ -51,6 +50,7 @@ class Inbox:
         self._items: deque[dict[str, Any]] = deque()
         self._size = size
         self._ready = threading.Condition()
+        self._closed = False
 
     def put(self, item: dict[str, Any]) -> bool:
         """Queue `item`; True when the oldest item was dropped to make room."""
@@ -62,11 +62,17 @@ class Inbox:
             self._ready.notify()
             return dropped
 
-    def get(self, timeout: float) -> dict[str, Any] | None:
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The oldest item, waiting for one up to `timeout` (None: until one comes); once
+        closed, what is left and then None at once."""
         with self._ready:
-            if not self._items:
-                self._ready.wait(timeout)
+            self._ready.wait_for(lambda: self._items or self._closed, timeout)
             return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,10 +98,12 @@ class Host(Component):
         self.sub = connect_subscriber(self._endpoints(), self._prefixes(), self.transport)
         self.handler = threading.Thread(target=self._work, name="subscriber-handler", daemon=True)
         self.handler.start()
+        self._poller = self.poller(self.sub)
         super().run()
 
     def cycle(self, wait: float) -> None:
-        if self.sub.poll(min(wait, POLL_MS / 1000) * 1000):
+        # A handle() past handler_timeout is seen within one wait (at most WAIT_STEP).
+        if self.sub in dict(self._poller.poll(wait * 1000)):
             self._receive(self.sub)
         self._check_stuck()
         state = _ask(self.plugin.state, "online")
@@ -158,7 +166,7 @@ class Host(Component):
 
     def _work(self) -> None:
         while not self.abandon.is_set():
-            message = self.inbox.get(POLL_MS / 1000)
+            message = self.inbox.get()  # a message, or None once closed and drained
             if message is None:
                 if self.draining.is_set():
                     return
@@ -190,6 +198,7 @@ class Host(Component):
 
     def _finish(self, worker: threading.Thread) -> None:
         self.draining.set()
+        self.inbox.close()  # the handler drains what is queued, then returns
         worker.join(DRAIN_SECONDS)
         if worker.is_alive():
             self.abandon.set()
