@@ -346,11 +346,13 @@ def run_once(rev: dict, folder: Path, video: Path, model: Path, fps: float, args
     finally:
         listener.terminate()
         supervisor.send_signal(signal.SIGTERM)
+        stop_started = time.monotonic()
         try:
             rc = supervisor.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(supervisor.pid, signal.SIGKILL)
             rc = supervisor.wait()
+        stop_s = time.monotonic() - stop_started
         listener.wait()
     result = {
         "commit": rev["commit"],
@@ -359,6 +361,7 @@ def run_once(rev: dict, folder: Path, video: Path, model: Path, fps: float, args
         "load_before": load_before[0],
         "load_after": os.getloadavg()[0],
         "exit_code": rc,
+        "stop_s": stop_s,  # SIGTERM to the supervisor's exit, every process stopped
         "latency": latency(record, t0, t1),
     }
     if tag.startswith("idle"):
@@ -514,13 +517,24 @@ def report(results: dict) -> list[str]:
         "",
         *latency_table(results, before, after),
     ]
+    stops = {
+        c: median(
+            [r.get("stop_s") for k in ("idle", "fast") for r in results[k] if r["commit"] == c]
+        )
+        for c in (before, after)
+    }
+    lines += [
+        "",
+        f"SIGTERM to the supervisor's exit (every process stopped), median: "
+        f"before {fmt(stops[before], 2)} s, after {fmt(stops[after], 2)} s",
+    ]
     if results["pipeline"]:
         lines += pipeline_table(results, before, after)
     lines += ["", "runs in the order they ran (1-minute load average before -> after):"]
     runs = [(r, key) for key in ("idle", "fast", "pipeline") for r in results[key]]
     for r, key in sorted(runs, key=lambda run: run[0]["started"]):
         what = {"idle": "idle, 2 fps", "fast": f"latency, {r.get('fps', 0):g} fps"}
-        code = f", exit {r['exit_code']}" if "exit_code" in r else ""
+        code = f", exit {r['exit_code']} after {r['stop_s']:.2f} s" if "stop_s" in r else ""
         lines.append(
             f"- {what.get(key, 'pipeline_latency.py')} {r['commit'][:12]}: load "
             f"{r['load_before']:.2f} -> {r['load_after']:.2f}{code}"
