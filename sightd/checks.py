@@ -66,17 +66,23 @@ def find_problems(config: SightdConfig, source: str = "") -> list[Problem]:
 
 
 def _model(config: SightdConfig, where: str) -> list[Problem]:
+    from sightd.engines.base import not_installed
+
+    problems = []
     path = Path(config.model.path)
-    if path.is_file():
-        return []
-    what = "is a folder, not a model file" if path.is_dir() else "does not exist"
-    return [
-        Problem(
-            "error",
-            f"{where}model.path: model file {path} {what}; train one with `sightd train` "
-            "or set model.path to a model.safetensors",
+    if not path.is_file():
+        what = "is a folder, not a model file" if path.is_dir() else "does not exist"
+        problems.append(
+            Problem(
+                "error",
+                f"{where}model.path: model file {path} {what}; train one with `sightd train` "
+                "or set model.path to a model.safetensors",
+            )
         )
-    ]
+    missing = not_installed(config.model.engine) if config.model.engine != "auto" else None
+    if missing:
+        problems.append(Problem("error", f"{where}model.engine: {missing}"))
+    return problems
 
 
 def _cameras(config: SightdConfig, source: str) -> list[Problem]:

@@ -153,3 +153,15 @@ def test_every_subscriber_error_is_reported_not_only_the_first(workdir):
         "subscribers[1].path",
         "subscribers[2].url",
     ]
+
+
+def test_an_engine_that_is_not_installed_is_an_error_saying_how_to_install_it(workdir, monkeypatch):
+    from sightd.engines import base
+
+    monkeypatch.setattr(base, "installed", lambda name: name == "torch")
+    code, lines = check(write_config(workdir, model={"engine": "openvino"}))
+    assert code == 1
+    assert lines == [
+        f"Error: {workdir / 'config.yaml'}: model.engine: engine 'openvino' is not installed; "
+        "pip install 'sightd[openvino]' or set model.engine: auto"
+    ]

@@ -58,6 +58,14 @@ def installed(engine: str) -> bool:
     return importlib.util.find_spec(MODULES[engine][1]) is not None
 
 
+def not_installed(engine: str) -> str | None:
+    """What to do when `engine`'s package is missing; None when it is installed."""
+    if installed(engine):
+        return None
+    extra = f"pip install 'sightd[{EXTRAS[engine]}]'" if engine in EXTRAS else "install it"
+    return f"engine {engine!r} is not installed; {extra} or set model.engine: auto"
+
+
 def gpu_visible() -> bool:
     """An NVIDIA driver with a GPU, or Apple silicon (MPS): told without importing torch."""
     nvidia = Path("/proc/driver/nvidia/gpus")
@@ -91,9 +99,9 @@ def load_engine(
     engine = choose_engine(engine, device)
     if engine not in ENGINES:
         raise SightdError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
-    if not installed(engine):
-        extra = f"pip install 'sightd[{EXTRAS[engine]}]'" if engine in EXTRAS else "install it"
-        raise SightdError(f"engine {engine!r} is not installed; {extra} or set model.engine: auto")
+    missing = not_installed(engine)
+    if missing:
+        raise SightdError(missing)
     module = importlib.import_module(MODULES[engine][0])
     if engine == "torch":
         return module.load(checkpoint, device, precision, threads)

@@ -67,14 +67,20 @@ class Evaluation:
 
 
 def evaluate_checkpoint(
-    model_path: str | Path, data_dir: str | Path, split: str, device: str
+    model_path: str | Path,
+    data_dir: str | Path,
+    split: str,
+    device: str,
+    engine: str = "torch",
+    precision: str = "auto",
 ) -> Evaluation:
     """The model's answers on `split` ("test" or "all") of `data_dir`.
 
     The model runs exactly as the live worker serves it (sightd.classifier, with its calibration
-    temperature), so the figures reported are those of what labels the frames.
+    temperature, through `engine` at `precision`), so the figures reported are those of what
+    labels the frames.
     """
-    classifier = Classifier.load(model_path, device)
+    classifier = Classifier.load(model_path, device, precision, engine)
     info: ModelInfo = classifier.info
     if split == "test":
         paths = _test_paths(Path(model_path).parent / "split.json", Path(data_dir), info)
