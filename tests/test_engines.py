@@ -109,7 +109,7 @@ def strip_metadata(path: Path, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
-@pytest.mark.parametrize("defect", ["another checkpoint's", "no metadata"])
+@pytest.mark.parametrize("defect", ["another checkpoint's", "no metadata", "half-copied"])
 def test_a_stale_or_foreign_export_is_never_served_but_made_again(
     tmp_path, color_checkpoint, engine, defect, caplog
 ):
@@ -121,13 +121,20 @@ def test_a_stale_or_foreign_export_is_never_served_but_made_again(
     stale = export.export_model(other, fmt, out=export.default_path(path, fmt))
     if defect == "no metadata":
         strip_metadata(stale, fmt)
+    if defect == "half-copied":  # the weights of an OpenVINO export, the whole ONNX file
+        damaged = stale.with_suffix(".bin") if fmt == "openvino" else stale
+        damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
 
     # when the engine serves the checkpoint
     with caplog.at_level(logging.INFO, logger="sightd.engines"):
         served = Classifier.load(path, "cpu", "float32", engine=engine)
 
     # then it says why the file was refused, and serves a new export of this very checkpoint
-    why = "was made from checkpoint" if defect != "no metadata" else "carries no sightd metadata"
+    why = {
+        "another checkpoint's": "was made from checkpoint",
+        "no metadata": "carries no sightd metadata",
+        "half-copied": "cannot be",
+    }[defect]
     assert why in caplog.text and "making it again" in caplog.text
     assert export.read_export_metadata(stale)["source_digest"] == served.digest
     assert served.info.classes == sorted(COLORS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,9 @@ class Engine(Protocol):
 
 
 class StaleEngineFile(SightdError):
-    """An export that is not of this checkpoint: made from another one, or carrying no digest."""
+    """An export not to serve for this checkpoint: made from another one, carrying no digest,
+    or one its runtime cannot read (damaged, half-copied). It is made again from the
+    checkpoint; only a new export that fails too is an error."""
 
 
 def installed(engine: str) -> bool:
@@ -71,7 +74,7 @@ def gpu_visible() -> bool:
     nvidia = Path("/proc/driver/nvidia/gpus")
     if nvidia.is_dir() and any(nvidia.iterdir()):
         return True
-    return sys.platform == "darwin" and importlib.util.find_spec("torch") is not None
+    return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
 def choose_engine(engine: str, device: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from sightd.engines.base import check_digest
+from sightd.engines.base import StaleEngineFile, check_digest
 from sightd.errors import SightdError
 from sightd.export import METADATA_KEY
 
@@ -47,7 +47,7 @@ def open_engine(
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=providers(device))
     except Exception as exc:  # onnxruntime's own exception types: a damaged or foreign file
-        raise SightdError(f"{path} cannot be loaded by onnxruntime: {str(exc)[:200]}") from None
+        raise StaleEngineFile(f"{path} cannot be loaded by onnxruntime: {str(exc)[:200]}") from None
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     check_digest(path, json.loads(raw) if raw else None, digest)
     return OnnxRuntimeEngine(session)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import openvino
 
-from sightd.engines.base import check_digest
+from sightd.engines.base import StaleEngineFile, check_digest
 from sightd.errors import SightdError
 from sightd.export import METADATA_KEY
 
@@ -51,7 +51,7 @@ def open_engine(
     try:
         model = core.read_model(str(path))
     except RuntimeError as exc:
-        raise SightdError(f"{path} cannot be read by openvino: {str(exc)[:200]}") from None
+        raise StaleEngineFile(f"{path} cannot be read by openvino: {str(exc)[:200]}") from None
     metadata = None
     if model.has_rt_info([METADATA_KEY]):
         metadata = json.loads(model.get_rt_info([METADATA_KEY]).astype(str))
@@ -64,6 +64,9 @@ def open_engine(
     }
     if precision in PRECISION:
         config["INFERENCE_PRECISION_HINT"] = PRECISION[precision]
-    compiled = core.compile_model(model, "CPU", config)
+    try:
+        compiled = core.compile_model(model, "CPU", config)
+    except RuntimeError as exc:  # e.g. its .bin is missing or shorter than the .xml says
+        raise StaleEngineFile(f"{path} cannot be compiled by openvino: {str(exc)[:200]}") from None
     chosen = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16"
     return OpenVinoEngine(compiled, {"f32": "float32", "bf16": "bfloat16"}.get(chosen, chosen))
