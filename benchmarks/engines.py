@@ -8,7 +8,7 @@ digits set (`sightd dataset digits`, `sightd train --epochs 3`; or --model and -
 - bare model, per engine and precision (auto, and float32 where that differs), one thread, in a
   fresh process each, as the worker serves it (sightd.classifier logits on a preprocessed
   batch): batch 1 back to back and after 100 ms idle (the 2 fps case), ms (median); batch 8 and
-  64, images/s;
+  64, images/s; three rounds, the engines taking turns, the median of each figure;
 - the pipeline, per engine (precision auto, model.threads 1): `sightd run` (supervisor,
   capture(s), worker; no subscriber, no HTTP server) playing a 640x480 MJPG video as JPEG q90
   frames, and a separate listener process stamping each label on receipt
@@ -16,12 +16,14 @@ digits set (`sightd dataset digits`, `sightd train --epochs 3`; or --model and -
   2 fps (% of one core); CPU ms per labelled frame at 30 fps; labels/s with 1 and with 8 cameras
   unthrottled (fps 0); the worker's RSS and the tree's PSS at 2 fps; time from SIGKILL of the
   worker to the next label received (30 fps, three kills, median; restart_window 1 s, so each
-  restart waits the first backoff, 0.2 s);
+  restart waits the first backoff, 0.2 s); the engines take turns within each scenario, and
+  the CPU other processes used during each window is recorded (others' work moves every figure);
 - accuracy on the digits test split per engine and precision, and the test images whose label
   differs from torch's (float32), with the two top probabilities of each.
 
 Usage: python benchmarks/engines.py [--seconds 15] [--engines torch,onnxruntime,...]
        [--model PATH --data DIR] [--out results.json]
+About 12 minutes on 2 cores with three engines; on a GPU machine (five rows) --seconds 5.
 """
 
 from __future__ import annotations
@@ -134,8 +136,21 @@ print(json.dumps({"device": served.device, "b1_ms": ms(1, 0.0, 500),
 """
 
 
-def bare(model: Path, row: dict, precision: str) -> dict:
-    return json.loads(run_python(BARE, str(model), row["engine"], row["device"], precision))
+def bare(model: Path, rows: list[dict], rounds: int = 3) -> dict:
+    """Each engine and precision `rounds` times, taking turns; the median of each figure."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(rounds):
+        for row in rows:
+            for precision in row["precisions"]:
+                args = (str(model), row["engine"], row["device"], precision)
+                runs.setdefault((row["name"], precision), []).append(
+                    json.loads(run_python(BARE, *args))
+                )
+    out: dict[str, dict] = {}
+    for (name, precision), got in runs.items():
+        figures = {k: statistics.median(r[k] for r in got) for k in got[0] if k != "device"}
+        out.setdefault(name, {})[precision] = {"device": got[0]["device"], **figures}
+    return out
 
 
 # ---- accuracy on the digits test split ---------------------------------------------------------
@@ -214,6 +229,13 @@ def tree(root: int) -> dict[str, int]:
     return found
 
 
+def machine_busy() -> float:
+    """CPU seconds every CPU has been busy (steal included: time the host gave elsewhere)."""
+    from sightd.cpu import busy_ticks, usable_cpus
+
+    return busy_ticks(Path("/proc/stat").read_text(), usable_cpus()) / os.sysconf("SC_CLK_TCK")
+
+
 def pss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
@@ -275,16 +297,18 @@ def run_pipeline(folder, video, model, row, cameras, fps, seconds, kills=0) -> d
         pids = tree(run.pid)
         captures = [pid for title, pid in pids.items() if title.startswith("sightd.capture")]
         workers = [pids["sightd.infer"]]
+        ours = [*pids.values(), listener.pid]
         cpu0 = [sum(cpu_seconds(p) for p in group) for group in (captures, workers)]
-        t0 = time.time()
+        busy0, t0 = machine_busy() - sum(cpu_seconds(p) for p in ours), time.time()
         time.sleep(seconds)
         cpu1 = [sum(cpu_seconds(p) for p in group) for group in (captures, workers)]
-        t1 = time.time()
+        busy1, t1 = machine_busy() - sum(cpu_seconds(p) for p in ours), time.time()
         capture_cpu, worker_cpu = (
             100 * (b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True)
         )
         result = {"cpu_percent": capture_cpu + worker_cpu, "capture_cpu_percent": capture_cpu}
         result["worker_cpu_percent"] = worker_cpu
+        result["others_cpu_percent"] = 100 * (busy1 - busy0) / (t1 - t0)
         result["worker_rss_mib"] = rss_mib(pids["sightd.infer"])
         result["tree_pss_mib"] = sum(pss_mib(p) for p in tree(run.pid).values())
         restarts = []
@@ -315,16 +339,24 @@ def run_pipeline(folder, video, model, row, cameras, fps, seconds, kills=0) -> d
     return result
 
 
-def pipeline(folder, video, model, row, seconds) -> dict:
-    load = os.getloadavg()[0]  # other work on the machine moves every figure
-    return {
-        "load_before": load,
-        "2fps": run_pipeline(folder, video, model, row, 1, 2.0, 2 * seconds),
-        "30fps": run_pipeline(folder, video, model, row, 1, 30.0, seconds, kills=3),
-        "1x_unthrottled": run_pipeline(folder, video, model, row, 1, 0.0, seconds),
-        "8x_unthrottled": run_pipeline(folder, video, model, row, 8, 0.0, seconds),
-        "load_after": os.getloadavg()[0],
-    }
+SCENARIOS = {  # name: (cameras, fps, window in units of --seconds, SIGKILLs of the worker)
+    "2fps": (1, 2.0, 2, 0),
+    "30fps": (1, 30.0, 1, 3),
+    "1x_unthrottled": (1, 0.0, 1, 0),
+    "8x_unthrottled": (8, 0.0, 1, 0),
+}
+
+
+def pipelines(folder, video, model, rows, seconds) -> dict:
+    """Every scenario for every engine, the engines taking turns within each scenario, so the
+    machine's other work falls on all of them alike."""
+    results = {row["name"]: {} for row in rows}
+    for scenario, (cameras, fps, windows, kills) in SCENARIOS.items():
+        for row in rows:
+            print(f"{row['name']}: pipeline, {scenario}", flush=True)
+            run = run_pipeline(folder, video, model, row, cameras, fps, windows * seconds, kills)
+            results[row["name"]][scenario] = run
+    return results
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -361,7 +393,7 @@ def report(results: dict) -> list[str]:
         "| engine | p50 ms at 2 fps | p99 ms | CPU % capture + worker, 2 fps | CPU ms per "
         "label, 30 fps (capture + worker) | labels/s 1 camera unthrottled | labels/s 8 cameras "
         "| worker RSS MiB | tree PSS MiB | SIGKILL of the worker to the next label, s "
-        "| load |",
+        "| other processes' CPU %, most in a window |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in results["pipeline"].items():
@@ -382,7 +414,7 @@ def report(results: dict) -> list[str]:
             f"{slow['worker_rss_mib']:.0f}",
             f"{slow['tree_pss_mib']:.0f}",
             f"{restart} ({each})",
-            f"{p['load_before']:.1f} -> {p['load_after']:.1f}",
+            f"{max(run['others_cpu_percent'] for run in p.values()):.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy on the digits test split:", ""]
@@ -425,10 +457,11 @@ def main() -> None:
         rows = engine_rows(wanted)
         print("engines:", ", ".join(r["name"] for r in rows), flush=True)
         reference = accuracy(model, data, {"engine": "torch", "device": "cpu"}, "float32")
+        print("bare model, 3 rounds", flush=True)
+        results["bare"] = bare(model, rows)
         for row in rows:
             name = row["name"]
-            print(f"{name}: bare model, accuracy", flush=True)
-            results["bare"][name] = {p: bare(model, row, p) for p in row["precisions"]}
+            print(f"{name}: accuracy", flush=True)
             results["accuracy"][name] = {}
             for precision in row["precisions"]:
                 got = accuracy(model, data, row, precision)
@@ -438,9 +471,7 @@ def main() -> None:
                     "images": len(predicted),
                     "differs_from_torch": differences(reference, got),
                 }
-        for row in rows:
-            print(f"{row['name']}: pipeline", flush=True)
-            results["pipeline"][row["name"]] = pipeline(folder, video, model, row, args.seconds)
+        results["pipeline"] = pipelines(folder, video, model, rows, args.seconds)
     results["load_after"] = os.getloadavg()[0]
     print("\n".join(report(results)))
     load = f"load average {results['load_before']:.2f} -> {results['load_after']:.2f}"
