@@ -23,7 +23,7 @@ digits set (`sightd dataset digits`, `sightd train --epochs 3`; or --model and -
 
 Usage: python benchmarks/engines.py [--seconds 15] [--engines torch,onnxruntime,...]
        [--model PATH --data DIR] [--out results.json]
-About 12 minutes on 2 cores with three engines; on a GPU machine (five rows) --seconds 5.
+About 15 minutes on 2 cores with three engines; --seconds shortens every pipeline window.
 """
 
 from __future__ import annotations
