@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 from sightd.backoff import Backoff
-from sightd.component import WAIT_STEP, Component
+from sightd.component import Component
 from sightd.config import CameraConfig, SightdConfig
 from sightd.process import RateMeter, Runtime
 from sightd.protocol import pack_frame
@@ -26,6 +26,7 @@ from sightd.transport import bind_publisher
 log = logging.getLogger("sightd.capture")
 
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # seconds before reopening a failed source, doubling
+READ_WAIT = 0.5  # a live source's read does not wake on a stop: bounded, so a stop is prompt
 
 
 def run_capture(config: SightdConfig, camera: str, runtime: Runtime) -> None:
@@ -92,7 +93,7 @@ class Capture(Component):
 
     def _publish_next(self) -> None:
         try:
-            got = self.source.read(WAIT_STEP)
+            got = self.source.read(READ_WAIT)
         except SourceEnded as exc:
             log.info("%s: %s; publishing stops", self.name, exc)
             self._drop_source()
