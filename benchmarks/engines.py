@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from idle_cost import free_ports
 from pipeline_latency import cpu_seconds, rss_mib, write_scene
 
 HERE = Path(__file__).resolve().parent
@@ -181,19 +182,6 @@ def differences(reference: dict, other: dict) -> list[dict]:
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def pipeline_config(folder: Path, video: Path, model: Path, row: dict, cameras: int, fps: float):
