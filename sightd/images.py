@@ -47,7 +47,11 @@ def read_image(path: str | Path, min_side: int = 0) -> np.ndarray | None:
     With `min_side`, a JPEG may come back reduced (never below min_side on either side): for
     callers that resize to min_side next anyway.
     """
-    data = np.fromfile(str(path), dtype=np.uint8)
+    return image_from_bytes(np.fromfile(str(path), dtype=np.uint8), min_side)
+
+
+def image_from_bytes(data: np.ndarray, min_side: int = 0) -> np.ndarray | None:
+    """read_image of a file's bytes (uint8 array) already read."""
     if data.size == 0:
         return None
     header = jpeg_header(data[:JPEG_HEADER_SEARCH].tobytes()) if min_side else None
@@ -118,6 +122,40 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
             return None
         else:
             i += 2 + struct.unpack_from(">H", data, i + 2)[0]
+    return None
+
+
+def jpeg_as_is(data: bytes) -> JpegHeader | None:
+    """The header of a JPEG that shows the same pixels decoded as it is as read_image gives
+    (8-bit samples, no EXIF orientation to apply), so it can be published without decoding;
+    None when it is not one."""
+    header = jpeg_header(data[:JPEG_HEADER_SEARCH])
+    if header is None:
+        return None
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], struct.unpack_from(">H", data, i + 2)[0]
+        if marker in _SOF_MARKERS:
+            return header if data[i + 4 : i + 5] == b"\x08" else None  # sample precision
+        if marker == 0xE1 and exif_orientation(data[i + 4 : i + 2 + length]) not in (None, 1):
+            return None
+        i += 2 + length
+    return None
+
+
+def exif_orientation(app1: bytes) -> int | None:
+    """The orientation tag (1 = as stored) of an APP1 segment's EXIF block; None if absent."""
+    if app1[:6] != b"Exif\0\0" or app1[6:8] not in (b"II", b"MM"):
+        return None
+    tiff, order = app1[6:], "<" if app1[6:8] == b"II" else ">"
+    try:
+        ifd = struct.unpack_from(order + "I", tiff, 4)[0]
+        for entry in range(struct.unpack_from(order + "H", tiff, ifd)[0]):
+            tag, _, _, value = struct.unpack_from(order + "HHIH", tiff, ifd + 2 + 12 * entry)
+            if tag == 0x0112:
+                return value
+    except struct.error:  # a truncated EXIF block: treat as unknown, so decode
+        return 0
     return None
 
 

@@ -90,6 +90,20 @@ def pack_frame(
     quality: int = 90,
 ) -> list[bytes]:
     height, width = frame_bgr.shape[:2]
+    payload = encode_image(frame_bgr, encoding, quality)
+    return pack_encoded_frame(camera, seq, payload, width, height, captured_at, encoding)
+
+
+def pack_encoded_frame(
+    camera: str,
+    seq: int,
+    payload: bytes,
+    width: int,
+    height: int,
+    captured_at: float,
+    encoding: str = "jpeg",
+) -> list[bytes]:
+    """A frame whose payload is encoded already (a camera's own JPEG, passed on as it is)."""
     header = {
         "v": VERSION,
         "camera": camera,
@@ -99,7 +113,6 @@ def pack_frame(
         "height": height,
         "encoding": encoding,
     }
-    payload = encode_image(frame_bgr, encoding, quality)
     return [topic("frame", camera), msgpack.packb(header), payload]
 
 

@@ -2,7 +2,9 @@
 
 A failing source is reopened with a backoff (1 s doubling to 30 s) while its status says
 "reconnecting" and why; nothing is published meanwhile, never a placeholder frame. Sequence numbers
-count the frames this process has published (they restart with the process).
+count the frames this process has published (they restart with the process). A source's own
+JPEG (sources/base.py: Jpeg) goes out as it came unless `resize` or `encoding: bgr24` needs the
+pixels.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from sightd.backoff import Backoff
 from sightd.component import Component
 from sightd.config import CameraConfig, SightdConfig
+from sightd.images import decode_jpeg
 from sightd.process import RateMeter, Runtime
-from sightd.protocol import pack_frame
+from sightd.protocol import pack_encoded_frame, pack_frame
 from sightd.sources import SourceEnded, SourceError, describe, open_source
+from sightd.sources.base import Jpeg, wants_jpeg
 from sightd.transport import bind_publisher
 
 log = logging.getLogger("sightd.capture")
@@ -57,6 +62,7 @@ class Capture(Component):
         self.backoff = Backoff(RETRY_FIRST, RETRY_MAX)
         self.ended = False  # a recording that ended: stay up, idle, and say so
         self.seq = self.captured = self.attempts = self.failures = 0
+        self.passed_through = 0  # frames published as the source's own JPEG bytes
         self.rate = RateMeter()
         self.next_frame_at = time.monotonic()
         log.info("%s: publishing %s", self.name, describe(camera))
@@ -107,20 +113,38 @@ class Capture(Component):
             return
         frame, captured_at = got
         self.captured += 1
-        if self.camera.resize:
-            frame = cv2.resize(frame, tuple(self.camera.resize), interpolation=cv2.INTER_AREA)
-        camera = self.camera
-        parts = pack_frame(
-            camera.name, self.seq, frame, captured_at, camera.encoding, camera.jpeg_quality
-        )
+        try:
+            parts = self._pack(frame, captured_at)
+        except SourceError as exc:
+            self._failed(str(exc))
+            return
         self.sock.send_multipart(parts, copy=False)  # PUB drops for a slow reader; never blocks
         self.seq += 1
         self.rate.add()
         if self.state != "online":
-            log.info("%s: online (%s)", self.name, describe(camera))
+            log.info("%s: online (%s)", self.name, describe(self.camera))
         self.set_state("online")
         self.backoff.succeeded()
         self.next_frame_at = max(self.next_frame_at + self.period, time.monotonic())
+
+    def _pack(self, frame: np.ndarray | Jpeg, captured_at: float) -> list[bytes]:
+        """The frame message: a source's own JPEG as it came when nothing here needs pixels,
+        else the pixels (a JPEG decoded first), resized and encoded as configured."""
+        camera = self.camera
+        if isinstance(frame, Jpeg):
+            if wants_jpeg(camera):
+                self.passed_through += 1
+                return pack_encoded_frame(
+                    camera.name, self.seq, frame.data, frame.width, frame.height, captured_at
+                )
+            frame = decode_jpeg(frame.data)
+            if frame is None:
+                raise SourceError(f"{self.source.name}: a JPEG frame does not decode")
+        if camera.resize:
+            frame = cv2.resize(frame, tuple(camera.resize), interpolation=cv2.INTER_AREA)
+        return pack_frame(
+            camera.name, self.seq, frame, captured_at, camera.encoding, camera.jpeg_quality
+        )
 
     def _failed(self, message: str) -> None:
         self._drop_source()
@@ -139,6 +163,7 @@ class Capture(Component):
             source=describe(self.camera),
             frames_captured=self.captured,
             frames_out=self.seq,
+            passed_through=self.passed_through,
             fps=round(self.rate.rate(), 2),
             attempts=self.attempts,
             failures=self.failures,

@@ -7,7 +7,8 @@ path). The capture process calls, in order:
 - `Kind(camera, options)`: open it, or raise SourceError (retried with a backoff). `camera` is
   the whole CameraConfig (`source`, `loop`, ...), `options` an instance of `Kind.Options`.
 - `read(timeout)` again and again: the newest frame as `(frame, captured_at)`, a BGR uint8
-  HxWx3 array and the UNIX time it was taken, or None when none came within `timeout` seconds
+  HxWx3 array (or a `Jpeg`, below) and the UNIX time it was taken, or None when none came
+  within `timeout` seconds
   (never block much longer: stop and the heartbeat wait on it). Raise SourceError when the
   source fails (the capture closes it and opens it again later), SourceEnded when a recording
   has ended for good.
@@ -18,20 +19,49 @@ logs and status (no passwords), `problems(camera, options)` lists what would sto
 opening at all (a missing file), for `sightd check-config`. A live source (a camera) keeps only
 its newest frame; a recorded one returns the next frame on each read, so the capture's fps sets
 how fast it plays.
+
+A source whose camera already delivers JPEG may return it as it came, a `Jpeg` (see
+`jpeg_frame`), when `wants_jpeg(camera)`: the capture then publishes those bytes, skipping a
+decode and an encode per frame. Otherwise, or when unsure, it returns pixels; the capture
+decodes a `Jpeg` it cannot pass on.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from sightd.images import jpeg_as_is
+
 if TYPE_CHECKING:
     from sightd.config import CameraConfig
 
-Frame = tuple[np.ndarray, float]  # (BGR uint8 HxWx3, captured_at in UNIX seconds)
+
+class Jpeg(NamedTuple):
+    """A frame as its camera's own JPEG bytes, with the size its header declares."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+Frame = tuple["np.ndarray | Jpeg", float]  # (BGR uint8 HxWx3 or JPEG, captured_at in UNIX s)
+
+
+def wants_jpeg(camera: CameraConfig | None) -> bool:
+    """The capture would publish this camera's frames as JPEG without touching the pixels
+    (no resize, JPEG encoding), so a source's own JPEG can go out as it is."""
+    return camera is not None and camera.encoding == "jpeg" and not camera.resize
+
+
+def jpeg_frame(data: bytes) -> Jpeg | None:
+    """`data` as a Jpeg if it can be published as it is (an 8-bit JPEG with no EXIF rotation
+    to apply, images.jpeg_as_is), else None: decode it instead."""
+    header = jpeg_as_is(data)
+    return Jpeg(data, header.width, header.height) if header else None
 
 
 class SourceError(Exception):

@@ -1,12 +1,26 @@
-"""An image folder: every image in it in name order, one per read; re-listed on each cycle."""
+"""An image folder: every image in it in name order, one per read; re-listed on each cycle.
+
+A complete JPEG file that needs no EXIF rotation is published as the file's own bytes when the
+capture would send JPEG anyway; any other image is decoded.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from sightd.images import IMAGE_EXTENSIONS, is_image_file, read_image
-from sightd.sources.base import Frame, Source, SourceEnded, SourceError, SourceOptions
+import numpy as np
+
+from sightd.images import IMAGE_EXTENSIONS, image_from_bytes, is_image_file
+from sightd.sources.base import (
+    Frame,
+    Source,
+    SourceEnded,
+    SourceError,
+    SourceOptions,
+    jpeg_frame,
+    wants_jpeg,
+)
 
 
 class FolderOptions(SourceOptions):
@@ -21,6 +35,7 @@ class ImageFolder(Source):
         self.path = Path(str(camera.source)).expanduser()
         self.loop = camera.loop
         self.name = f"image folder {self.path}"
+        self.passthrough = wants_jpeg(camera)
         self._queue = self._list()
 
     @classmethod
@@ -35,7 +50,7 @@ class ImageFolder(Source):
     def read(self, timeout: float) -> Frame | None:
         for _ in range(2):  # at most one new cycle per read
             while self._queue:
-                image = read_image(self._queue.pop(0))
+                image = self._image(self._queue.pop(0))
                 if image is not None:
                     return image, time.time()
             if not self.loop:
@@ -45,6 +60,19 @@ class ImageFolder(Source):
 
     def close(self) -> None:
         self._queue = []
+
+    def _image(self, path: Path):
+        """The file as a Jpeg to pass on, else decoded; None when it cannot be read."""
+        try:
+            data = path.read_bytes()
+        except OSError:  # removed since the listing, or unreadable: skipped like a bad image
+            return None
+        # A file cut short (still being copied) ends without its end-of-image marker.
+        if self.passthrough and data.rstrip(b"\0")[-2:] == b"\xff\xd9":
+            jpeg = jpeg_frame(data)
+            if jpeg is not None:
+                return jpeg
+        return image_from_bytes(np.frombuffer(data, np.uint8))
 
     def _list(self) -> list[Path]:
         try:

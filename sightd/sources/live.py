@@ -1,12 +1,20 @@
 """What webcams and streams share: a thread that reads as fast as they deliver, keeps the newest
-frame, and reports a failure or a stall to the next `read`."""
+frame, and reports a failure or a stall to the next `read`.
+
+A device asked for its compressed frames (a webcam's MJPG, see webcam.py) hands over buffers
+of bytes, not pixels: each is kept as a Jpeg when it is one the capture can pass on, and
+decoded otherwise, so no frame the thread skips is ever decoded.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from sightd.sources.base import Frame, Source, SourceError
+import cv2
+import numpy as np
+
+from sightd.sources.base import Frame, Jpeg, Source, SourceError, jpeg_frame
 
 STALL_SECONDS = 10.0  # a live source silent this long (opening included) counts as failed
 
@@ -31,11 +39,11 @@ class LiveSource(Source):
     def read(self, timeout: float) -> Frame | None:
         with self._cond:
             self._cond.wait_for(lambda: self._fresh or self._error, timeout)
-            if self._fresh:
-                self._fresh = False
-                return self._latest
-            if self._error:
+            latest, self._fresh = (self._latest if self._fresh else None), False
+            if latest is None and self._error:
                 raise SourceError(self._error)
+        if latest is not None:
+            return as_frame(latest[0], self.name), latest[1]  # outside the lock: it may decode
         silent = time.monotonic() - self._last_frame
         if silent > self.stall_s:
             raise SourceError(f"{self.name}: no frame for {silent:.0f} s")
@@ -60,8 +68,9 @@ class LiveSource(Source):
                 ok, frame = capture.read()
                 if not ok or frame is None:
                     raise SourceError(f"{self.name}: read failed (unplugged, or the stream ended)")
+                taken = time.time()
                 with self._cond:
-                    self._latest = (frame, time.time())
+                    self._latest = (frame, taken)
                     self._fresh = True
                     self._last_frame = time.monotonic()
                     self._cond.notify_all()
@@ -75,3 +84,18 @@ class LiveSource(Source):
         with self._cond:
             self._error = message
             self._cond.notify_all()
+
+
+def as_frame(frame: np.ndarray, name: str) -> np.ndarray | Jpeg:
+    """A device's frame as the capture takes it: pixels as they are; a buffer of bytes (a
+    compressed frame) as a Jpeg to pass on, or decoded when it is not one to pass on."""
+    if frame.ndim == 3:
+        return frame
+    data = frame.tobytes()
+    jpeg = jpeg_frame(data)
+    if jpeg is not None:
+        return jpeg
+    image = cv2.imdecode(frame.reshape(-1), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{name}: a frame does not decode")
+    return image

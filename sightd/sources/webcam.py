@@ -7,7 +7,7 @@ import logging
 import cv2
 from pydantic import Field, field_validator
 
-from sightd.sources.base import SourceError, SourceOptions, report_granted
+from sightd.sources.base import SourceError, SourceOptions, report_granted, wants_jpeg
 from sightd.sources.live import LiveSource
 
 log = logging.getLogger("sightd.sources")
@@ -52,6 +52,11 @@ class Webcam(LiveSource):
         # The format first: on V4L2 the sizes and rates on offer depend on it.
         if asked.fourcc:
             capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*asked.fourcc))
+        if asked.fourcc == "MJPG" and wants_jpeg(self.camera):
+            # The camera's own JPEG, not pixels (live.as_frame tells which came): V4L2 hands
+            # over its buffer unconverted, FFmpeg its packet.
+            capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+            capture.set(cv2.CAP_PROP_FORMAT, -1)
         if asked.width:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, asked.width)
         if asked.height:
