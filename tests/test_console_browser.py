@@ -2,7 +2,8 @@
 
 The slow test runs `sightd run` on a video of solid colours with the small colour model and
 reads the page as a person would: the picture moves, the label names the colour on screen, an
-event appears with its snapshot, every component is online. With SIGHTD_SCREENSHOT=PATH it
+event appears with its snapshot, every component is online, and the Grad-CAM button lays a heat
+map over the live image. With SIGHTD_SCREENSHOT=PATH it
 also writes a screenshot of the console there (docs/console.png is one).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,13 @@ SCENE_JS = """() => {
   const label = document.querySelector(".overlay .label");
   return { scene, label: label ? label.textContent : null, width: img.naturalWidth };
 }"""
+
+
+# The Grad-CAM overlay once its PNG is decoded and shown: its size and where it lies.
+HEAT_JS = """h => h.complete && h.naturalWidth && getComputedStyle(h).display !== "none"
+  ? { width: h.naturalWidth, height: h.naturalHeight,
+      over: [h.offsetLeft, h.offsetTop, h.offsetWidth, h.offsetHeight] } : null"""
+BOX_JS = "i => [i.offsetLeft, i.offsetTop, i.offsetWidth, i.offsetHeight]"
 
 
 def Daemon(root: Path, checkpoint: Path) -> SightdRun:
@@ -102,6 +111,21 @@ def test_a_person_watching_the_console_sees_the_live_pipeline(tmp_path, color_ch
         card = page.locator("#model").text_content()
         assert "seed" in card and "100%" in card and "blue, green, red" in card
         assert "served by" in card  # the worker's engine and device
+
+        # when the person asks why, with the camera's Grad-CAM button
+        camera = page.locator('article.camera[data-camera="cam0"]')
+        camera.locator(".actions button").click()
+        # then the heat map of the current frame is drawn over the live image, with its label
+        heat = camera.locator("img.heat")
+        wait_for(lambda: heat.evaluate(HEAT_JS), 60, "the Grad-CAM overlay", daemon.tail)
+        drawn = heat.evaluate(HEAT_JS)
+        assert (drawn["width"], drawn["height"]) == (240, 240)  # the 320x240 frame's centre square
+        assert drawn["over"] == camera.locator("img.live").evaluate(BOX_JS)
+        note = camera.locator(".actions .quiet").text_content()
+        assert re.fullmatch(r"Grad-CAM: (blue|green|red) \d+% \(\d+ ms\); click it to hide", note)
+        # and a click on the map hides it again
+        heat.click()
+        assert heat.is_hidden()
 
         if os.environ.get("SIGHTD_SCREENSHOT"):
             write_screenshot(page, Path(os.environ["SIGHTD_SCREENSHOT"]))
