@@ -63,6 +63,14 @@ def connect_publisher(endpoint: str, transport: TransportConfig) -> zmq.Socket:
     return connect(zmq.PUB, [endpoint], transport)
 
 
+def labels_publisher(transport: TransportConfig, via_proxy: bool) -> zmq.Socket:
+    """The worker's labels socket: bound on transport.labels, or, for a named worker, connected
+    to the labels proxy's transport.labels_in (the proxy republishes on transport.labels)."""
+    if via_proxy:
+        return connect_publisher(transport.labels_in, transport)
+    return bind_publisher(transport.labels, transport)
+
+
 def connect_subscriber(
     endpoints: Iterable[str], topics: Iterable[bytes], transport: TransportConfig
 ) -> zmq.Socket:

@@ -30,7 +30,7 @@ from sightd.publishers.events import Debouncer, decide_label
 from sightd.publishers.intake import FrameIntake
 from sightd.publishers.model_watcher import ModelWatcher, file_signature, load_tested
 from sightd.publishers.snapshots import SnapshotWriter
-from sightd.transport import bind_publisher, connect_subscriber
+from sightd.transport import connect_subscriber, labels_publisher
 
 log = logging.getLogger("sightd.infer")
 
@@ -77,11 +77,15 @@ class CycleFigures:
 
 
 class Worker(Component):
-    def __init__(self, config: SightdConfig, runtime: Runtime):
-        super().__init__("infer", config.transport, runtime)
+    def __init__(
+        self, config: SightdConfig, runtime: Runtime, name: str = "infer", via_proxy: bool = False
+    ):
+        """`name` and `via_proxy` for a named worker (sightd/daemon/workers.py): it sends to
+        the labels proxy (transport.labels_in) instead of binding transport.labels."""
+        super().__init__(name, config.transport, runtime)
         self.config = config
         transport, model = config.transport, config.model
-        self.pub = bind_publisher(transport.labels, transport)
+        self.pub = labels_publisher(transport, via_proxy)
         self.classifier: Classifier | None = None
         self.publish_status()  # "starting": loading the model can take a while
         limit_threads(model.threads)
