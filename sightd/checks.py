@@ -31,9 +31,10 @@ def check_config(config_path: str | None) -> None:
     """Validate a config file and what it points at; print the effective configuration.
 
     Beyond the keys and types: each camera's kind and options, a missing model file, video
-    file or image folder, missing CURVE key files (errors), an MQTT broker that does not
-    answer (a warning). Each problem is one line on stderr; the exit status is 1 when there
-    is an error (and then nothing is printed on stdout), 0 otherwise.
+    file or image folder, missing CURVE key files, an endpoint beyond loopback without
+    transport.curve, an http.listen beyond loopback without http.token_env (errors), an MQTT
+    broker that does not answer (a warning). Each problem is one line on stderr; the exit
+    status is 1 when there is an error (and then nothing is printed on stdout), 0 otherwise.
     """
     config = load_config(config_path)
     problems = find_problems(config, source=str(config_path or DEFAULT_CONFIG_PATH))
@@ -62,7 +63,65 @@ def find_problems(config: SightdConfig, source: str = "") -> list[Problem]:
     """Every problem found, errors and warnings, in the order of the config's sections."""
     where = f"{source}: " if source else ""
     problems = [*_cameras(config, source), *_model(config, where), *_curve(config, where)]
+    problems += network_problems(config, where) + _http(config, where)
     return problems + _subscribers(config, source)
+
+
+def endpoints(config: SightdConfig) -> list[tuple[str, str]]:
+    """(YAML path, endpoint) of every socket sightd binds or connects."""
+    transport = config.transport
+    named = ["frames", "labels", "status", "status_in"] + ["labels_in"] * bool(config.workers)
+    found = [(f"transport.{n}", getattr(transport, n)) for n in named]
+    for index, camera in enumerate(config.cameras):
+        endpoint = config.camera_endpoint(camera.name)
+        path = f"cameras[{index}].endpoint" if camera.endpoint else f"cameras[{index}] (derived)"
+        found.append((path, endpoint))
+    return list(dict.fromkeys(found))
+
+
+def off_loopback(endpoint: str) -> bool:
+    """True for an endpoint that other machines can reach: tcp:// (or pgm, udp...) with a host
+    that is not 127.x, ::1 or localhost. ipc:// and inproc:// never leave the machine."""
+    from sightd.web.security import is_loopback
+
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return False
+    host = rest.rpartition(":")[0].rpartition(";")[2]  # tcp://src;dst:port connects from src
+    return not is_loopback(host)
+
+
+def network_problems(config: SightdConfig, where: str = "") -> list[Problem]:
+    """An endpoint beyond loopback without CURVE is an error: anyone on that network could read
+    the frames and labels or publish their own. transport.insecure_network allows it."""
+    transport = config.transport
+    if transport.curve or transport.insecure_network:
+        return []
+    return [
+        Problem(
+            "error",
+            f"{where}{path}: {endpoint} can be reached from other machines but transport.curve "
+            "is false; set transport.curve: true (docs/security.md: `sightd keys generate`), or "
+            "transport.insecure_network: true on a network you trust",
+        )
+        for path, endpoint in endpoints(config)
+        if off_loopback(endpoint)
+    ]
+
+
+def _http(config: SightdConfig, where: str) -> list[Problem]:
+    """What the HTTP server would refuse at start: a network listen without its token."""
+    from sightd.web.security import console_token
+
+    if not config.http.enabled:
+        return []
+    try:
+        console_token(config.http)
+    except SightdError as exc:
+        # No token_env at all is a config error; one unset here may be set for the service.
+        level = "error" if config.http.token_env is None else "warning"
+        return [Problem(level, f"{where}{exc}")]  # it names http.listen or http.token_env
+    return []
 
 
 def _model(config: SightdConfig, where: str) -> list[Problem]:

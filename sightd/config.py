@@ -128,6 +128,10 @@ class TransportConfig(Section):
     status_in: str = Field(
         "tcp://127.0.0.1:5553", description="components without a socket send status here"
     )
+    labels_in: str = Field(
+        "tcp://127.0.0.1:5554",
+        description="named workers send labels here; the labels proxy republishes on labels",
+    )
     high_water_mark: int = Field(10, ge=1, le=100_000, description="queued messages per peer")
     max_message_bytes: int = Field(32 * 2**20, ge=1024, description="larger messages dropped")
     status_interval: float = Field(2.0, gt=0, le=60, description="seconds between heartbeats")
@@ -135,6 +139,9 @@ class TransportConfig(Section):
     curve: bool = Field(False, description="encrypt and authenticate with ZeroMQ CURVE")
     keys_dir: str = Field("keys", description="written by `sightd keys generate`")
     client_key: str = Field("client", description="this host's client key pair in keys_dir")
+    insecure_network: bool = Field(
+        False, description="allow endpoints beyond loopback without curve (a trusted network)"
+    )
 
 
 class ModelConfig(Section):
@@ -197,11 +204,24 @@ class SubscriberEntry(BaseModel):
     type: str
 
 
+Role = Literal["capture", "infer", "subscribers", "web", "all"]
+
+
 class DaemonConfig(Section):
+    roles: list[Role] = Field(
+        ["all"], min_length=1, description="the parts this host's `sightd run` supervises"
+    )
     max_restarts: int = Field(5, ge=0, description="restarts allowed per restart_window")
     restart_window: float = Field(60.0, gt=0, description="seconds")
     heartbeat_timeout: float = Field(5.0, gt=0, description="silent child is killed after this")
     stop_timeout: float = Field(10.0, gt=0, description="seconds to stop before SIGKILL")
+
+
+class WorkerConfig(Section):
+    """A named inference worker (the child infer:<name>) and the cameras it classifies."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the child is infer:<name>")
+    cameras: list[str] = Field(min_length=1, description="names from cameras: its cameras")
 
 
 class HttpConfig(Section):
@@ -247,7 +267,40 @@ class SightdConfig(Section):
     subscribers: list[SubscriberEntry] = []
     daemon: DaemonConfig = DaemonConfig()
     http: HttpConfig = HttpConfig()
+    workers: list[WorkerConfig] = Field(
+        [], description="named workers, each its own cameras; none = one worker, all cameras"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("workers")
+    @classmethod
+    def _each_camera_one_worker(cls, workers: list[WorkerConfig], info) -> list[WorkerConfig]:
+        cameras = [c.name for c in info.data.get("cameras", [])]
+        owner: dict[str, str] = {}  # camera -> its worker
+        names = [w.name for w in workers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"worker name {twice[0]!r} is used twice; names must differ")
+        for worker in workers:
+            for camera in worker.cameras:
+                if camera not in cameras:
+                    raise ValueError(
+                        f"worker {worker.name!r} names camera {camera!r}, which is not in "
+                        f"cameras ({', '.join(cameras)})"
+                    )
+                if camera in owner:
+                    raise ValueError(
+                        f"camera {camera!r} is given to workers {owner[camera]!r} and "
+                        f"{worker.name!r}; give each camera to one worker"
+                    )
+                owner[camera] = worker.name
+        missing = [c for c in cameras if c not in owner]
+        if workers and missing:
+            raise ValueError(
+                f"camera(s) {', '.join(missing)} belong to no worker; add them to a worker's "
+                "cameras (unassigned cameras would never be classified)"
+            )
+        return workers
 
     def camera(self, name: str) -> CameraConfig:
         for camera in self.cameras:

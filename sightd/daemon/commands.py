@@ -21,15 +21,46 @@ from sightd.errors import SightdError
     default=None,
     help="Override log_level from the config.",
 )
-def run(config_path: str | None, log_level: str | None) -> None:
-    """Start and supervise the whole pipeline from the config.
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["capture", "infer", "subscribers", "web", "all"]),
+    help="Run only this part of the deployment (repeatable; default: daemon.roles, all). "
+    "The host with subscribers hosts the status bus and the labels proxy (docs/deploy.md).",
+)
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    metavar="NAME",
+    help="With --role capture: only this camera (repeatable; default: every camera).",
+)
+@click.option(
+    "--worker",
+    "workers",
+    multiple=True,
+    metavar="NAME",
+    help="With --role infer: only this worker from workers: (repeatable; default: all).",
+)
+def run(
+    config_path: str | None,
+    log_level: str | None,
+    roles: tuple[str, ...],
+    cameras: tuple[str, ...],
+    workers: tuple[str, ...],
+) -> None:
+    """Start and supervise the pipeline, or this host's part of it, from the config.
 
-    One process per camera, one inference worker, one per subscriber; crashed or silent
-    processes are restarted. Ctrl-C or SIGTERM stops everything (exit code 0). Under systemd
-    (Type=notify) it reports READY once the model is loaded and feeds the watchdog while
+    One process per camera, one inference worker (or one per named worker), one per
+    subscriber; crashed or silent processes are restarted. Ctrl-C or SIGTERM stops
+    everything (exit code 0). Under systemd (Type=notify) it reports READY once the model is
+    loaded (on a host without a worker: once every part runs) and feeds the watchdog while
     labels flow.
     """
+    from sightd.checks import network_problems
     from sightd.config import load_config
+    from sightd.daemon.roles import make_plan
     from sightd.daemon.supervisor import Supervisor, serve
     from sightd.sources import validate_cameras
     from sightd.subscribers.registry import validate_subscribers
@@ -37,19 +68,31 @@ def run(config_path: str | None, log_level: str | None) -> None:
     config = load_config(config_path)
     if log_level:
         config = config.model_copy(update={"log_level": log_level})
-    validate_subscribers(config, config_path or "")  # a typo stops us before anything starts
-    validate_cameras(config, config_path or "")
-    if config.http.enabled:
+    plan = make_plan(config, roles, cameras, workers)
+    insecure = network_problems(config, f"{config_path}: " if config_path else "")
+    if insecure:  # the first is enough to stop; `sightd check-config` lists them all
+        raise SightdError(insecure[0].text)
+    if "subscribers" in plan.roles:
+        validate_subscribers(config, config_path or "")  # a typo stops us before anything starts
+    if "capture" in plan.roles:
+        validate_cameras(config, config_path or "")
+    if "web" in plan.roles and config.http.enabled:
         from sightd.web.security import console_token
 
         console_token(config.http)  # beyond loopback the console needs its token, or no start
     model = Path(config.model.path)
-    if not model.is_file():
+    if "infer" in plan.roles and not model.is_file():
         raise SightdError(
             f"model file {model} does not exist; train one with `sightd train` "
             "or set model.path in the config"
         )
-    serve(Supervisor(config))
+    supervisor = Supervisor(config, plan=plan)
+    if not supervisor.children and not plan.hub:
+        raise SightdError(
+            f"nothing to run for --role {' --role '.join(sorted(plan.roles))}: "
+            "this config gives those roles no part (check cameras, workers, http.enabled)"
+        )
+    serve(supervisor)
 
 
 @click.group("service")

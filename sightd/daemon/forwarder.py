@@ -1,8 +1,11 @@
-"""The status bus: one place where every component's status can be read.
+"""The buses: XSUB/XPUB proxies (libzmq's own zmq_proxy, in a thread) that make one stream of
+what many publishers send.
 
-Every component PUB-connects to transport.status_in (sightd.component); an XSUB/XPUB proxy in
-a thread passes it all on to transport.status, where `sightd status`, `listen --topic status`,
-subscribers and the HTTP server read it.
+The status bus: every component PUB-connects to transport.status_in (sightd.component); the
+proxy passes it all on to transport.status, where `sightd status`, `listen --topic status`,
+subscribers and the HTTP server read it. The labels proxy: named workers PUB-connect to
+transport.labels_in, and subscribers read every worker's labels and events on
+transport.labels as if one worker published them.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from sightd.transport import bind, context
 log = logging.getLogger("sightd.daemon")
 
 
-class StatusForwarder:
-    def __init__(self, transport: TransportConfig):
-        self.transport = transport
+class Forwarder:
+    """Binds `frontend` (XSUB: publishers connect) and `backend` (XPUB: readers connect)."""
+
+    def __init__(self, transport: TransportConfig, frontend: str, backend: str):
+        self.transport, self.frontend, self.backend = transport, frontend, backend
         self._thread: threading.Thread | None = None
         self._control: zmq.Socket | None = None
 
     def start(self) -> None:
         """Bind both ends now, so a taken port is a one-line error before any child starts."""
-        frontend = bind(zmq.XSUB, self.transport.status_in, self.transport)
+        frontend = bind(zmq.XSUB, self.frontend, self.transport)
         try:
-            backend = bind(zmq.XPUB, self.transport.status, self.transport)
+            backend = bind(zmq.XPUB, self.backend, self.transport)
         except Exception:
             frontend.close()
             raise
@@ -39,7 +44,7 @@ class StatusForwarder:
         self._control = context().socket(zmq.PAIR)
         self._control.bind(address)
         self._thread = threading.Thread(
-            target=_proxy, args=(frontend, backend, address), name="status-forwarder", daemon=True
+            target=_proxy, args=(frontend, backend, address), name="forwarder", daemon=True
         )
         self._thread.start()
 
@@ -53,6 +58,16 @@ class StatusForwarder:
             self._thread.join(timeout=2.0)
             self._control.close()
             self._thread = self._control = None
+
+
+class StatusForwarder(Forwarder):
+    def __init__(self, transport: TransportConfig):
+        super().__init__(transport, transport.status_in, transport.status)
+
+
+class LabelsProxy(Forwarder):
+    def __init__(self, transport: TransportConfig):
+        super().__init__(transport, transport.labels_in, transport.labels)
 
 
 def _proxy(frontend: zmq.Socket, backend: zmq.Socket, control_address: str) -> None:

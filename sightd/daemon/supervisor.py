@@ -31,12 +31,12 @@ from sightd.daemon.child import (
     set_preload,
     stop_fork_server,
 )
-from sightd.daemon.forwarder import StatusForwarder
+from sightd.daemon.forwarder import LabelsProxy, StatusForwarder
 from sightd.daemon.notify import Watchdog, notify
+from sightd.daemon.roles import Plan, pipeline_specs, worker_cameras
 from sightd.engines.base import choose_engine
 from sightd.process import Runtime, StopEvent, configure_logging, set_process_title
 from sightd.protocol import decode_message
-from sightd.subscribers.registry import subscriber_name
 from sightd.transport import connect_subscriber
 
 log = logging.getLogger("sightd.daemon")
@@ -44,24 +44,7 @@ log = logging.getLogger("sightd.daemon")
 STARTUP_GRACE = 30.0  # seconds before a child's first beat: torch import, model load, CUDA
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # restart delays double from the first to the last
 GROUPS = ("captures", "worker", "subscribers")  # start order; stop runs it in reverse
-
-
-def pipeline_specs(config: SightdConfig) -> list[ChildSpec]:
-    """One capture per camera, one inference worker, one process per subscriber, and the HTTP
-    server (/metrics, /healthz), which as a reader of the bus stops with the subscribers."""
-    capture, infer = (
-        "sightd.publishers.capture:run_capture",
-        "sightd.publishers.inference:run_inference",
-    )
-    specs = [ChildSpec(f"capture:{c.name}", capture, (c.name,), "captures") for c in config.cameras]
-    specs.append(ChildSpec("infer", infer, (), "worker"))
-    for index in range(len(config.subscribers)):
-        name = subscriber_name(config, index)  # subscriber:<type>, .<index> when repeated
-        target = "sightd.subscribers.host:run_subscriber"
-        specs.append(ChildSpec(name, target, (index,), "subscribers"))
-    if config.http.enabled:
-        specs.append(ChildSpec("http", "sightd.web.server:run_http", (), "subscribers"))
-    return specs
+__all__ = ["Supervisor", "pipeline_specs", "serve"]  # pipeline_specs lives in roles.py
 
 
 @dataclass
@@ -93,20 +76,30 @@ class Child:
 
 
 class Supervisor(Component):
-    def __init__(self, config: SightdConfig, specs: list[ChildSpec] | None = None):
-        super().__init__("supervisor", config.transport, Runtime("supervisor"))
+    """Runs `plan`'s share of the deployment (default: all of it); on the hub (the subscribers'
+    host) it also hosts the status bus and, with named workers, the labels proxy."""
+
+    def __init__(
+        self, config: SightdConfig, specs: list[ChildSpec] | None = None, plan: Plan | None = None
+    ):
+        self.plan = plan or Plan()
+        super().__init__(self.plan.name, config.transport, Runtime(self.plan.name))
         self.config = config
         self.daemon = config.daemon
-        specs = pipeline_specs(config) if specs is None else specs
+        specs = pipeline_specs(config, self.plan) if specs is None else specs
         for spec in specs:
             if spec.group not in GROUPS:
                 raise ValueError(f"{spec.name}: group must be one of {GROUPS}")
         self.children = [Child(s, StopFlag(), SPAWN.RawValue("d", 0.0)) for s in specs]
-        self.forwarder = StatusForwarder(config.transport)
+        self.forwarder = StatusForwarder(config.transport) if self.plan.hub else None
+        hosts_proxy = self.plan.hub and bool(config.workers)
+        self.labels_proxy = LabelsProxy(config.transport) if hosts_proxy else None
         self.watchdog = Watchdog()
         self.ready = False
         self._labels: zmq.Socket | None = None
-        self._labelled = 0  # the worker's frames_out when last heard
+        self._workers = {c.spec.name for c in self._group("worker")}
+        self._online: set[str] = set()  # workers heard online since the start
+        self._labelled: dict[str, int] = {}  # each worker's frames_out when last heard
 
     # ---- the checklist ---------------------------------------------------------------------
 
@@ -114,6 +107,7 @@ class Supervisor(Component):
         log.info("starting sightd (pid %d)", os.getpid())
         self.prepare_fork_server()
         self.start_status_forwarder()
+        self.start_labels_proxy()
         self.start_children("captures")
         self.start_children("worker")
         self.start_children("subscribers")
@@ -127,6 +121,7 @@ class Supervisor(Component):
         self.stop_children("subscribers")
         self.stop_children("worker")
         self.stop_children("captures")
+        self.stop_labels_proxy()
         self.stop_status_forwarder()
         stop_fork_server()
         log.info("sightd stopped")
@@ -154,7 +149,11 @@ class Supervisor(Component):
     # ---- start and stop steps --------------------------------------------------------------
 
     def prepare_fork_server(self) -> None:
-        """The worker's engine preloaded where every child forks from: torch only for torch."""
+        """The worker's engine preloaded where every child forks from: torch only for torch,
+        and no engine at all on a host without a worker."""
+        log.info("roles: %s (%s)", ", ".join(sorted(self.plan.roles)), self.name)
+        if "infer" not in self.plan.roles:
+            return
         model = self.config.model
         engine = choose_engine(model.engine, model.device)
         modules = ", ".join(set_preload(engine))
@@ -167,8 +166,17 @@ class Supervisor(Component):
 
     def start_status_forwarder(self) -> None:
         t = self.config.transport
+        if self.forwarder is None:
+            log.info("status bus hosted by the subscribers' host: sending to %s", t.status_in)
+            return
         log.info("status forwarder: %s -> %s", t.status_in, t.status)
         self.forwarder.start()
+
+    def start_labels_proxy(self) -> None:
+        if self.labels_proxy is not None:
+            t = self.config.transport
+            log.info("labels proxy: %s -> %s", t.labels_in, t.labels)
+            self.labels_proxy.start()
 
     def start_children(self, group: str) -> None:
         for child in self._group(group):
@@ -204,8 +212,13 @@ class Supervisor(Component):
                     child.process.join(1.0)
             child.state = "stopped"
 
+    def stop_labels_proxy(self) -> None:
+        if self.labels_proxy is not None and self.labels_proxy.running:
+            log.info("stopping labels proxy")
+            self.labels_proxy.stop()
+
     def stop_status_forwarder(self) -> None:
-        if self.forwarder.running:
+        if self.forwarder is not None and self.forwarder.running:
             log.info("stopping status forwarder")
             self.forwarder.stop()
 
@@ -222,7 +235,20 @@ class Supervisor(Component):
         now = time.monotonic()
         for child in self.children:
             self._check(child, now)
+        if not self._workers:
+            self._parts_alive()
         self.watchdog.tick()
+
+    def _parts_alive(self) -> None:
+        """Without a worker here, nothing labels: ready once every child has beaten, and the
+        watchdog fed while all of them run (a silent one is killed above)."""
+        if not all(c.state == "running" and c.heartbeat.value for c in self.children):
+            return
+        self.watchdog.saw_label()
+        if not self.ready:
+            self.ready = True
+            log.info("ready: %d part(s) running", len(self.children))
+            notify("READY=1")
 
     def _check(self, child: Child, now: float) -> None:
         if child.state == "backoff" and now >= child.restart_at:
@@ -278,6 +304,8 @@ class Supervisor(Component):
         delay = Backoff(FIRST_BACKOFF, MAX_BACKOFF).delays(recent)[-1]
         child.state, child.restart_at = "backoff", now + delay
         log.warning("%s %s; restarting in %.1f s (%s)", child.spec.name, reason, delay, window)
+        if child.spec.group == "worker":
+            self._worker_down(child)
 
     def _give_up(self, child: Child, reason: str, why: str) -> None:
         """No more restarts: the rest keeps running, the log and the status say so."""
@@ -287,7 +315,18 @@ class Supervisor(Component):
         child.process = None
         child.state = "given-up"
         log.error("%s %s; giving up on it (%s)", child.spec.name, reason, why)
+        if child.spec.group == "worker":
+            self._worker_down(child)
         self.publish_status()
+
+    def _worker_down(self, child: Child) -> None:
+        cameras = worker_cameras(self.config).get(child.spec.name, [])
+        self._online.discard(child.spec.name)
+        log.warning(
+            "cameras %s get no labels while %s is down", ", ".join(cameras), child.spec.name
+        )
+        if child.state == "backoff":
+            self.publish_status()  # now: the status says which cameras are affected
 
     def _launch(self, child: Child) -> None:
         if child.state in ("running", "given-up", "stopped"):
@@ -314,13 +353,16 @@ class Supervisor(Component):
                 message = decode_message(self._labels.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            if message is None or message.get("component") != "infer":
+            name = message.get("component") if message is not None else None
+            if name not in self._workers:  # another host's worker, or not a worker
                 continue
             labelled = message.get("frames_out")
-            if labelled and labelled != self._labelled:  # a restarted worker counts from 0
-                self._labelled = labelled
+            if labelled and labelled != self._labelled.get(name):  # a restart counts from 0
+                self._labelled[name] = labelled
                 self.watchdog.saw_label()
-            if not self.ready and message.get("state") == "online":
+            if message.get("state") == "online":
+                self._online.add(name)
+            if not self.ready and self._online >= self._workers:
                 self.ready = True
                 log.info("pipeline ready: model loaded, sockets bound")
                 notify("READY=1")
@@ -329,9 +371,21 @@ class Supervisor(Component):
 
     def figures(self) -> dict:
         return {
+            "roles": sorted(self.plan.roles),
             "children": {c.spec.name: c.summary() for c in self.children},
             "given_up": [c.spec.name for c in self.children if c.state == "given-up"],
+            "cameras_affected": self.cameras_affected(),
         }
+
+    def cameras_affected(self) -> dict[str, str]:
+        """Each camera whose worker here is not running, and why: what a worker's death costs."""
+        owners = worker_cameras(self.config)
+        affected = {}
+        for child in self._group("worker"):
+            if child.state != "running" and child.spec.name in owners:
+                why = f"{child.spec.name} {child.state}: {child.last_failure or 'not running'}"
+                affected |= dict.fromkeys(owners[child.spec.name], why)
+        return affected
 
     def _group(self, group: str) -> list[Child]:
         return [c for c in self.children if c.spec.group == group]

@@ -1,0 +1,136 @@
+"""`sightd run --role ...`: each host supervises its share of one config's deployment."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import free_port, wait_for
+from daemon_support import colour_video
+from deploy_support import Hosts, MessageLog, write_config
+
+from sightd.cli import main
+from sightd.config import SightdConfig
+from sightd.daemon.roles import Plan, make_plan, pipeline_specs
+
+TWO_CAMERAS = {
+    "cameras": [{"name": "cam0", "source": "synthetic"}, {"name": "cam1", "source": "synthetic"}],
+    "subscribers": [{"type": "print"}],
+}
+
+
+def names(config: SightdConfig, **plan) -> list[str]:
+    return [spec.name for spec in pipeline_specs(config, make_plan(config, **plan))]
+
+
+def test_each_role_runs_its_own_parts_and_all_runs_every_part():
+    # given a config with two cameras, a subscriber and the HTTP server
+    config = SightdConfig.model_validate(TWO_CAMERAS)
+    # then each role names its children; all (the default) names every one
+    everything = ["capture:cam0", "capture:cam1", "infer", "subscriber:print", "http"]
+    assert names(config) == everything
+    assert names(config, roles=["all"]) == everything
+    assert names(config, roles=["capture"]) == ["capture:cam0", "capture:cam1"]
+    assert names(config, roles=["capture"], cameras=["cam1"]) == ["capture:cam1"]
+    assert names(config, roles=["infer"]) == ["infer"]
+    assert names(config, roles=["subscribers", "web"]) == ["subscriber:print", "http"]
+
+
+def test_named_workers_are_children_of_their_own_and_the_hub_is_where_subscribers_are():
+    # given two named workers
+    workers = [{"name": "a", "cameras": ["cam0"]}, {"name": "b", "cameras": ["cam1"]}]
+    config = SightdConfig.model_validate({**TWO_CAMERAS, "workers": workers})
+    # then each is infer:<name>, and --worker picks some
+    assert names(config, roles=["infer"]) == ["infer:a", "infer:b"]
+    assert names(config, roles=["infer"], workers=["b"]) == ["infer:b"]
+    # and only the subscribers' host hosts the buses, under the name /healthz expects
+    assert make_plan(config, roles=["subscribers"]).hub and Plan().name == "supervisor"
+    camera_host = make_plan(config, roles=["capture"], cameras=["cam0"])
+    assert not camera_host.hub and camera_host.name == "supervisor:capture[cam0]"
+
+
+def test_daemon_roles_in_the_config_is_the_default_and_flags_override_it():
+    config = SightdConfig.model_validate({**TWO_CAMERAS, "daemon": {"roles": ["capture"]}})
+    assert names(config) == ["capture:cam0", "capture:cam1"]
+    assert names(config, roles=["infer"]) == ["infer"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--role", "gpu"], "'gpu' is not one of"),
+        (["--role", "capture", "--camera", "cam9"], "no camera named 'cam9'"),
+        (["--role", "infer", "--worker", "gpu"], "no worker named 'gpu'"),
+        (["--role", "infer", "--camera", "cam0"], "--camera narrows the capture role"),
+    ],
+)
+def test_a_wrong_role_camera_or_worker_is_a_one_line_error(config_file, args, message):
+    path = config_file(**TWO_CAMERAS)
+    result = CliRunner().invoke(main, ["run", "-c", str(path), *args])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_run_refuses_an_endpoint_beyond_loopback_without_curve(config_file):
+    path = config_file(transport={"labels": "tcp://0.0.0.0:5551"})
+    result = CliRunner().invoke(main, ["run", "-c", str(path), "--role", "infer"])
+    assert result.exit_code == 1
+    assert "transport.labels: tcp://0.0.0.0:5551 can be reached from other machines" in (
+        result.output
+    )
+
+
+def test_a_camera_host_and_a_worker_hub_host_make_one_pipeline(tmp_path, color_checkpoint):
+    # given one config, a camera host running capture and a hub running infer + subscribers
+    video = colour_video(tmp_path / "colours.avi")
+    log = tmp_path / "messages.jsonl"
+    ports = {n: f"tcp://127.0.0.1:{free_port()}" for n in ("labels", "status", "status_in")}
+    config = write_config(
+        tmp_path / "config.yaml",
+        {
+            "cameras": [
+                {"name": "cam0", "source": str(video), "fps": 5},
+                {"name": "cam1", "source": str(video), "fps": 5},
+            ],
+            "transport": {
+                "frames": f"tcp://127.0.0.1:{free_port()}",
+                **ports,
+                "status_interval": 0.5,
+            },
+            "model": {"path": str(color_checkpoint), "device": "cpu", "reload": False},
+            "subscribers": [{"type": "log", "path": str(log), "topics": ["label", "status"]}],
+            "http": {"enabled": False},
+        },
+    )
+    hosts = Hosts()
+    try:
+        cameras = hosts.start(tmp_path, "cameras", config, ["--role", "capture"])
+        hub = hosts.start(tmp_path, "hub", config, ["--role", "infer", "--role", "subscribers"])
+        messages = MessageLog(log)
+        # when both run, then labels of both cameras reach the hub's subscriber
+        for camera in ("cam0", "cam1"):
+            messages.wait_labels(camera, 3, 0.0, 120, hosts.tails)
+        # and the camera host's supervisor reports on the hub's status bus under its own name
+        wait_for(lambda: messages.status("supervisor:capture"), 30, "its status", hosts.tails)
+        assert {"capture:cam0", "capture:cam1"} == set(
+            messages.status("supervisor:capture")[-1]["children"]
+        )
+        assert set(messages.status("supervisor")[-1]["children"]) == {"infer", "subscriber:log"}
+
+        # when the camera host's supervisor is killed (SIGKILL: no chance to clean up)
+        cameras.kill(group=False)
+        wait_for(lambda: not cameras.group(), 20, "the camera host's parts to die with it")
+        gone = time.time()
+
+        # then no frame is labelled after, and the hub lives on and says the cameras are quiet
+        hub_status = wait_for(
+            lambda: [s for s in messages.status("infer") if s["at"] > gone + 1.0],
+            30,
+            "the worker's status after the kill",
+            hosts.tails,
+        )
+        assert hub.process.poll() is None and hub_status[-1]["state"] == "online"
+        assert not messages.labels("cam0", gone) and not messages.labels("cam1", gone)
+    finally:
+        hosts.close()
