@@ -76,7 +76,10 @@ def endpoints(config: SightdConfig) -> list[tuple[str, str]]:
         endpoint = config.camera_endpoint(camera.name)
         path = f"cameras[{index}].endpoint" if camera.endpoint else f"cameras[{index}] (derived)"
         found.append((path, endpoint))
-    return list(dict.fromkeys(found))
+    first = {}
+    for path, endpoint in found:  # camera 0's derived endpoint is transport.frames: say it once
+        first.setdefault(endpoint, path)
+    return [(path, endpoint) for endpoint, path in first.items()]
 
 
 def off_loopback(endpoint: str) -> bool:

@@ -165,3 +165,85 @@ def test_an_engine_that_is_not_installed_is_an_error_saying_how_to_install_it(wo
         f"Error: {workdir / 'config.yaml'}: model.engine: engine 'openvino' is not installed; "
         "pip install 'sightd[openvino]' or set model.engine: auto"
     ]
+
+
+def test_an_endpoint_beyond_loopback_without_curve_is_an_error_naming_it(workdir):
+    # given a deployment across hosts: cameras and the hub on the network, CURVE off
+    transport = {"labels": "tcp://10.1.0.4:5551", "status": "tcp://[::1]:5552"}
+    cameras = [
+        {"name": "cam0", "source": "synthetic", "endpoint": "tcp://10.1.0.1:5550"},
+        {"name": "cam1", "source": "synthetic", "endpoint": "ipc:///run/sightd/cam1"},
+    ]
+    path = write_config(workdir, transport=transport, cameras=cameras)
+    # then each endpoint off loopback is named (loopback and ipc:// are not), with what to do
+    code, lines = check(path)
+    assert code == 1
+    fix = (
+        "can be reached from other machines but transport.curve is false; set transport.curve: "
+        "true (docs/security.md: `sightd keys generate`), or transport.insecure_network: true "
+        "on a network you trust"
+    )
+    assert lines == [
+        f"Error: {path}: transport.labels: tcp://10.1.0.4:5551 {fix}",
+        f"Error: {path}: cameras[0].endpoint: tcp://10.1.0.1:5550 {fix}",
+    ]
+    # when the network is declared trusted, or CURVE is on with its keys, then it is fine
+    insecure = write_config(
+        workdir, transport={**transport, "insecure_network": True}, cameras=cameras
+    )
+    assert check(insecure) == (0, ["# config OK"])
+    generate_keys(workdir / "keys", ["client"])
+    secure = {**transport, "curve": True, "keys_dir": str(workdir / "keys")}
+    assert check(write_config(workdir, transport=secure, cameras=cameras)) == (0, ["# config OK"])
+
+
+def test_a_derived_camera_endpoint_off_loopback_is_named_as_derived(workdir):
+    cameras = [{"name": "cam0", "source": "synthetic"}, {"name": "cam1", "source": "synthetic"}]
+    path = write_config(workdir, transport={"frames": "tcp://0.0.0.0:5550"}, cameras=cameras)
+    code, lines = check(path)
+    assert code == 1
+    assert [line.split(": ")[2] for line in lines] == [
+        "transport.frames",
+        "cameras[1] (derived)",  # camera 0's is transport.frames itself, named once
+    ]
+    assert "tcp://0.0.0.0:5560 can be reached from other machines" in lines[1]
+
+
+def test_a_network_http_listen_without_token_env_is_an_error(workdir, monkeypatch):
+    # given the console on every interface and no token
+    path = write_config(workdir, http={"listen": "0.0.0.0:8765"})
+    code, lines = check(path)
+    assert code == 1
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Error: {path}: http.listen 0.0.0.0:8765 can be reached from")
+    assert "set http.token_env" in lines[0]
+    # when token_env names a variable unset here (the service may set it): a warning
+    monkeypatch.delenv("SIGHTD_TEST_TOKEN", raising=False)
+    path = write_config(workdir, http={"listen": "0.0.0.0:8765", "token_env": "SIGHTD_TEST_TOKEN"})
+    code, lines = check(path)
+    assert code == 0
+    assert lines[0].startswith(f"Warning: {path}: http.token_env names SIGHTD_TEST_TOKEN")
+    # and once it is set, all is well
+    monkeypatch.setenv("SIGHTD_TEST_TOKEN", "x" * 32)
+    assert check(path) == (0, ["# config OK"])
+
+
+def test_workers_naming_an_unknown_or_shared_camera_are_one_line_errors(workdir):
+    cameras = [{"name": "cam0", "source": "synthetic"}, {"name": "cam1", "source": "synthetic"}]
+    cases = {
+        "worker 'a' names camera 'cam9', which is not in cameras (cam0, cam1)": [
+            {"name": "a", "cameras": ["cam0", "cam9"]},
+            {"name": "b", "cameras": ["cam1"]},
+        ],
+        "camera 'cam0' is given to workers 'a' and 'b'": [
+            {"name": "a", "cameras": ["cam0"]},
+            {"name": "b", "cameras": ["cam0", "cam1"]},
+        ],
+        "camera(s) cam1 belong to no worker": [{"name": "a", "cameras": ["cam0"]}],
+    }
+    for message, workers in cases.items():
+        path = write_config(workdir, cameras=cameras, workers=workers)
+        result = CliRunner().invoke(main, ["check-config", "-c", str(path)])
+        assert result.exit_code == 1
+        assert f"Error: {path}: workers: {message}" in result.output
+        assert "Traceback" not in result.output
