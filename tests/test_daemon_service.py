@@ -97,7 +97,10 @@ def test_service_install_writes_a_hardened_unit_and_only_prints_systemctl(tmp_pa
     for line in ("Type=notify", "WatchdogSec=30", "NoNewPrivileges=yes", "ProtectSystem=strict"):
         assert line in unit.splitlines()
     assert "RuntimeDirectory=sightd" in unit
-    assert f"ReadOnlyPaths=-{tmp_path / 'models'}" in unit
+    # and the console's Teach page may write where it records, trains and deploys
+    for folder in ("data", "runs", "models"):
+        assert f"ReadWritePaths=-{tmp_path / folder}" in unit.splitlines()
+    assert "ReadOnlyPaths=" not in unit
     assert "User=" not in unit and "WantedBy=default.target" in unit
     # and the systemctl steps are printed, not run
     assert "systemctl --user daemon-reload" in result.output
@@ -125,9 +128,43 @@ def test_the_unit_reads_the_model_folder_as_configured_so_a_retrain_is_seen(tmp_
     config.write_text("model:\n  path: runs/latest/model.safetensors\n")
     # when the unit is printed
     result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
-    # then the folder of every run is readable, not only the one latest points at today
+    # then the folder of every run is open, not only the one latest points at today
     assert result.exit_code == 0, result.output
+    assert f"ReadWritePaths=-{tmp_path / 'runs'}" in result.stdout.splitlines()
+    # and without the console (no Teach page to deploy) it is only read
+    config.write_text("model:\n  path: runs/latest/model.safetensors\nhttp:\n  console: false\n")
+    result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
     assert f"ReadOnlyPaths=-{tmp_path / 'runs'}" in result.stdout.splitlines()
+    assert f"ReadWritePaths=-{tmp_path / 'runs'}" not in result.stdout.splitlines()
+
+
+def test_the_unit_lets_teach_and_the_snapshots_write_their_folders(tmp_path, monkeypatch):
+    # given a config whose folders are relative, absolute, and under the home folder (~)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model:\n  path: /srv/models/door.safetensors\n"
+        "train:\n  data_dir: ~/pictures\n  out_dir: ../elsewhere/runs\n"
+        "events:\n  snapshots:\n    dir: shots\n"
+    )
+    # when the unit is printed
+    result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # then each is writable, as the absolute path `sightd run` in the working folder resolves
+    wanted = [tmp_path, tmp_path / "shots", tmp_path / "home" / "pictures"]
+    wanted += [tmp_path.parent / "elsewhere" / "runs", Path("/srv/models")]
+    writable = [line.removeprefix("ReadWritePaths=-") for line in lines if "ReadWritePaths" in line]
+    assert writable == [str(path) for path in wanted]
+    # and with no console the model is read-only, while the worker still writes its snapshots
+    config.write_text(config.read_text() + "http:\n  console: false\n")
+    lines = CliRunner().invoke(main, ["service", "print", "-c", str(config)]).stdout.splitlines()
+    assert [line for line in lines if "Paths=" in line] == [
+        f"ReadWritePaths=-{tmp_path}",
+        f"ReadWritePaths=-{tmp_path / 'shots'}",
+        "ReadOnlyPaths=-/srv/models",
+    ]
 
 
 def test_service_print_warns_about_each_thing_that_lies_under_tmp(tmp_path, monkeypatch):
@@ -248,7 +285,10 @@ def test_the_unit_in_docs_is_the_template_rendered():
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_accepts_every_line_of_the_unit(tmp_path):
     unit = tmp_path / "sightd.service"
-    unit.write_text(render_unit(f"{sys.executable} -m sightd run", str(tmp_path), str(tmp_path)))
+    folders = {"writable": {f"{tmp_path}/my data": "a path with a space"}}
+    folders["read_only"] = {f"{tmp_path}/models": "a read-only one"}
+    unit.write_text(render_unit(f"{sys.executable} -m sightd run", str(tmp_path), **folders))
+    assert f"ReadWritePaths=-{tmp_path}/my\\x20data" in unit.read_text().splitlines()
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
     )

@@ -1,8 +1,11 @@
 """The systemd unit for `sightd run`: rendered for this machine, or copied from docs/.
 
-Hardened on purpose: sightd only reads a camera and a model and talks on sockets, so the unit
-takes away everything else (privilege gain, writes outside its runtime and state folders,
-kernel tunables). docs/sightd.service is this template rendered with DOCS_VALUES.
+Hardened on purpose: sightd reads a camera and a model and talks on sockets, so the unit takes
+away everything else (privilege gain, kernel tunables, writes anywhere but the folders it
+writes). Which folders: the working folder, the event snapshots' folder, and, while the
+console's Teach page is served (http.enabled and http.console, the defaults), the data set,
+the runs and the model's folder, since Teach records, trains and deploys there; without it the
+model's folder is read-only. docs/sightd.service is this template rendered with DOCS_VALUES.
 """
 
 from __future__ import annotations
@@ -63,10 +66,7 @@ RestrictSUIDSGID=yes
 RestrictRealtime=yes
 LockPersonality=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-# Writable: the working folder (log files); read-only: the model the worker hot-reloads.
-ReadWritePaths=-{workdir}
-ReadOnlyPaths=-{model_dir}
-
+{paths}
 [Install]
 WantedBy={wanted_by}
 """
@@ -79,37 +79,80 @@ SupplementaryGroups=video
 StateDirectory=sightd
 """
 
-DOCS_VALUES = {  # docs/sightd.service: a system install under /opt/sightd
+DOCS_VALUES = {  # docs/sightd.service: a system install under /opt/sightd, default config
     "origin": "Copy to /etc/systemd/system/ and adjust the paths\n"
     "# (or let `sightd service install` write one for this machine).",
     "exec_start": "/opt/sightd/venv/bin/sightd run -c /etc/sightd/config.yaml",
     "workdir": "/var/lib/sightd",
-    "model_dir": "/var/lib/sightd/runs",
+    "writable": {
+        "/var/lib/sightd/data": "the data set (train.data_dir): Teach records into it",
+        "/var/lib/sightd/runs": "the runs (train.out_dir) and the model's folder: Teach trains "
+        "and deploys",
+    },
 }
 
 
 def render_unit(
-    exec_start: str, workdir: str, model_dir: str, user: bool = False, origin: str = ""
+    exec_start: str,
+    workdir: str,
+    writable: dict[str, str] | None = None,
+    read_only: dict[str, str] | None = None,
+    user: bool = False,
+    origin: str = "",
 ) -> str:
+    """The unit; `writable` and `read_only` map folders (beyond the working folder, always
+    writable) to why, each said in a comment above its line."""
     flag = " --user" if user else ""
+    paths = [("the working folder (log files)", "ReadWritePaths", workdir)]
+    paths += [(why, "ReadWritePaths", path) for path, why in (writable or {}).items()]
+    paths += [(why, "ReadOnlyPaths", path) for path, why in (read_only or {}).items()]
     return TEMPLATE.format(
         origin=origin or f"Written by `sightd service install{flag}`.",
         exec_start=exec_start,
         workdir=workdir,
         account="" if user else SYSTEM_ACCOUNT,
-        model_dir=model_dir,
+        paths="".join(f"# {why}\n{key}=-{_escape(path)}\n" for why, key, path in paths),
         wanted_by="default.target" if user else "multi-user.target",
     )
 
 
+def _escape(path: str) -> str:
+    """A path as one word of a unit file (systemd unescapes C-style escapes in these lists)."""
+    return path.replace("\\", "\\\\").replace(" ", "\\x20")
+
+
 def unit_for(config: SightdConfig, config_path: Path | None, user: bool) -> str:
-    """This install: this interpreter, this config, this model folder, all absolute."""
+    """This install: this interpreter, this config, its folders, all absolute."""
     workdir = Path.cwd()
     command = [sys.executable, "-m", "sightd", "run"]
     if config_path is not None:
         command += ["-c", str(config_path.resolve())]
-    model_dir = model_folder(workdir / config.model.path)
-    return render_unit(shlex.join(command), str(workdir), str(model_dir), user)
+    writable, read_only = service_folders(config, workdir)
+    return render_unit(shlex.join(command), str(workdir), writable, read_only, user)
+
+
+def service_folders(config: SightdConfig, workdir: Path) -> tuple[dict, dict]:
+    """({folder: why} the service writes beyond `workdir`, {folder: why} it only reads), with
+    the config's relative paths taken from `workdir`, as `sightd run` there takes them."""
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(workdir / Path(path).expanduser())
+
+    writable: dict[str, str] = {}
+    model = str(model_folder(workdir / Path(config.model.path).expanduser()))
+    snapshots = config.events.snapshots
+    if snapshots is not None:
+        writable[absolute(snapshots.dir)] = "event snapshots (events.snapshots.dir)"
+    if not (config.http.enabled and config.http.console):  # no Teach page: nothing deploys
+        return writable, {model: "the model the worker hot-reloads (model.path)"}
+    teach = {
+        absolute(config.train.data_dir): "the data set (train.data_dir): Teach records into it",
+        absolute(config.train.out_dir): "the runs (train.out_dir): Teach trains into them",
+        model: "the model's folder (model.path): Teach deploys a run there",
+    }
+    for path, why in teach.items():
+        writable.setdefault(path, why)
+    return writable, {}
 
 
 def model_folder(model_path: Path) -> Path:
