@@ -72,6 +72,13 @@ def test_a_wrong_role_camera_or_worker_is_a_one_line_error(config_file, args, me
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_the_roles_can_come_from_the_environment_as_a_systemd_drop_in_sets_them(config_file):
+    path = config_file(**TWO_CAMERAS)
+    env = {"SIGHTD_ROLE": "capture infer", "SIGHTD_WORKER": "gpu"}
+    result = CliRunner().invoke(main, ["run", "-c", str(path)], env=env)
+    assert result.exit_code == 1 and "no worker named 'gpu'" in result.output
+
+
 def test_run_refuses_an_endpoint_beyond_loopback_without_curve(config_file):
     path = config_file(transport={"labels": "tcp://0.0.0.0:5551"})
     result = CliRunner().invoke(main, ["run", "-c", str(path), "--role", "infer"])

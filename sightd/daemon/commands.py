@@ -26,22 +26,28 @@ from sightd.errors import SightdError
     "roles",
     multiple=True,
     type=click.Choice(["capture", "infer", "subscribers", "web", "all"]),
-    help="Run only this part of the deployment (repeatable; default: daemon.roles, all). "
-    "The host with subscribers hosts the status bus and the labels proxy (docs/deploy.md).",
+    envvar="SIGHTD_ROLE",
+    help="Run only this part of the deployment (repeatable; default: daemon.roles, all; "
+    "env SIGHTD_ROLE, space-separated). The host with subscribers hosts the status bus and "
+    "the labels proxy (docs/deploy.md).",
 )
 @click.option(
     "--camera",
     "cameras",
     multiple=True,
     metavar="NAME",
-    help="With --role capture: only this camera (repeatable; default: every camera).",
+    envvar="SIGHTD_CAMERA",
+    help="With --role capture: only this camera (repeatable; default: every camera; "
+    "env SIGHTD_CAMERA).",
 )
 @click.option(
     "--worker",
     "workers",
     multiple=True,
     metavar="NAME",
-    help="With --role infer: only this worker from workers: (repeatable; default: all).",
+    envvar="SIGHTD_WORKER",
+    help="With --role infer: only this worker from workers: (repeatable; default: all; "
+    "env SIGHTD_WORKER).",
 )
 def run(
     config_path: str | None,

@@ -44,7 +44,6 @@ log = logging.getLogger("sightd.daemon")
 STARTUP_GRACE = 30.0  # seconds before a child's first beat: torch import, model load, CUDA
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # restart delays double from the first to the last
 GROUPS = ("captures", "worker", "subscribers")  # start order; stop runs it in reverse
-__all__ = ["Supervisor", "pipeline_specs", "serve"]  # pipeline_specs lives in roles.py
 
 
 @dataclass
