@@ -28,7 +28,7 @@ from sightd.errors import SightdError
 from sightd.process import Runtime
 from sightd.web.bus import BusReader
 from sightd.web.hub import Hub
-from sightd.web.metrics import BusState, registry_for
+from sightd.web.metrics import BusState, health, registry_for
 from sightd.web.relay import Relay
 from sightd.web.security import SecurityMiddleware, console_token, console_url, is_loopback
 
@@ -54,7 +54,7 @@ def create_app(
         return Response(encoder(registry), headers={"Content-Type": content_type})
 
     async def healthz(request: Request) -> JSONResponse:
-        healthy, report = state.health()
+        healthy, report = health(state)
         return JSONResponse(report, status_code=200 if healthy else 503)
 
     security = Middleware(SecurityMiddleware, token=token, loopback_listen=loopback_listen)

@@ -1,10 +1,10 @@
-"""What /metrics and /healthz report, folded from the bus's status, label and event messages.
+"""The state /metrics and /healthz report, folded from the bus's status, label and event messages.
 
 Status figures (frames_out, delivered, ...) count from 0 in each process, so they start again
 when a component restarts. Each exported counter adds a sample's increase over the previous
 one; a figure that went down means a new process, and all of that component's figures then
 count from 0 again, so an exported counter never goes down. Labels and events are counted as
-they pass, and feed the latency histograms.
+they pass, and feed the latency histograms. render.py and health.py read what this keeps.
 
 Every label value is bounded: cameras by the config, components by what the supervisor runs,
 labels by the model's classes and unknown. A message is never trusted to have a field: a
@@ -18,17 +18,10 @@ import threading
 import time
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
-from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 STATES = ("starting", "online", "reconnecting", "offline")  # what a component's status says
@@ -353,200 +346,12 @@ class BusState:
             seen.add(label)
         return label if label in seen else OTHER
 
-    # ---- output ------------------------------------------------------------------------------
+    # ---- read by render and health (with the lock held) ---------------------------------------
 
-    def families(self) -> list:
-        """Every metric family, rendered from one consistent moment of the state."""
-        with self.lock:
-            now = self.clock()
-            return [
-                *self._counters(),
-                *self._component_gauges(now),
-                *self._subscriber_gauges(),
-                *self._model_info(),
-                *self._histograms(),
-            ]
-
-    def _counters(self) -> Iterator[CounterMetricFamily]:
-        totals: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
-        for component in self.components.values():
-            for (metric, labels), value in component.figures.totals.items():
-                totals[metric][labels] = value
-        for (camera, label), n in self.labels.items():
-            totals["sightd_labels"][(camera, label)] = n
-        for (camera, label), n in self.events.items():
-            totals["sightd_events"][(camera, label)] = n
-        for metric, (documentation, names) in COUNTERS.items():
-            family = CounterMetricFamily(metric, documentation, labels=names)
-            for labels, value in sorted(totals[metric].items()):
-                family.add_metric(labels, value)
-            yield family
-
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
         """Every component: the expected ones first, then any other heard on the bus."""
         return list(dict.fromkeys([*self.expected, *self.children, *self.components]))
 
-    def _component_gauges(self, now: float) -> Iterator[GaugeMetricFamily]:
-        up = GaugeMetricFamily(
-            "sightd_component_up",
-            "1 when the component's status was heard within 3 status intervals.",
-            labels=("component",),
-        )
-        state = GaugeMetricFamily(
-            "sightd_component_state",
-            "1 for the state the component's last status said (unknown: nothing heard yet).",
-            labels=("component", "state"),
-        )
-        age = GaugeMetricFamily(
-            "sightd_component_status_age_seconds",
-            "Seconds since the component's last status.",
-            labels=("component",),
-        )
-        given_up = GaugeMetricFamily(
-            "sightd_component_given_up",
-            "1 when the supervisor gave up restarting the component.",
-            labels=("component",),
-        )
-        for name in self._names():
-            component = self.components.get(name)
-            heard = component is not None and component.heard_at is not None
-            silent = now - component.heard_at if heard else math.inf
-            up.add_metric((name,), float(silent <= self._silence()))
-            said = component.body.get("state") if heard else None
-            said = said if said in STATES else UNKNOWN
-            for each in (*STATES, UNKNOWN):
-                state.add_metric((name, each), float(each == said))
-            if heard:
-                age.add_metric((name,), round(silent, 3))
-        for name, info in self.children.items():
-            stopped = name in self.given_up or info.get("state") == "given-up"
-            given_up.add_metric((name,), float(stopped))
-        yield from (up, state, age, given_up)
-
-    def _subscriber_gauges(self) -> Iterator[GaugeMetricFamily]:
-        queued = GaugeMetricFamily(
-            "sightd_subscriber_queued_messages",
-            "Messages waiting in the subscriber's queue.",
-            labels=("subscriber",),
-        )
-        for name, component in sorted(self.components.items()):
-            kind, _, suffix = name.partition(":")
-            value = count(component.body.get("queued"))
-            if kind == "subscriber" and suffix and value is not None:
-                queued.add_metric((suffix,), value)
-        yield queued
-
-    def _model_info(self) -> Iterator[InfoMetricFamily]:
-        family = InfoMetricFamily(
-            "sightd_model", "The model the inference worker serves (always 1)."
-        )
-        if self.model is not None:
-            family.add_metric([], self.model)
-        yield family
-
-    def _histograms(self) -> Iterator[HistogramMetricFamily]:
-        for metric, documentation, histograms in (
-            (
-                "sightd_inference_duration_seconds",
-                "Duration of the forward pass that classified the camera's frame (one batch "
-                "for every camera's newest frame).",
-                self.inference,
-            ),
-            (
-                "sightd_capture_to_label_seconds",
-                "Time from a frame's capture (captured_at) to its label (inferred_at).",
-                self.latency,
-            ),
-        ):
-            family = HistogramMetricFamily(metric, documentation, labels=("camera",))
-            for camera, histogram in sorted(histograms.items()):
-                family.add_metric((camera,), histogram.cumulative(), histogram.sum)
-            yield family
-
-    # ---- health ------------------------------------------------------------------------------
-
-    def _silence(self) -> float:
+    def silence(self) -> float:
+        """How long a component may go unheard and still count as up."""
         return SILENT_INTERVALS * self.status_interval
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, report): healthy while every judged component is online and heard from.
-
-        Judged are the expected components and every child the supervisor reports, but never
-        this server itself; the report lists every component heard, with its problems.
-        """
-        with self.lock:
-            now = self.clock()
-            judged = {*self.expected, *self.children} - {self.own}
-            reasons, components = [], {}
-            for name in self._names():
-                if name == self.own:
-                    continue
-                problems = self._problems(name, now)
-                components[name] = self._entry(name, now, problems)
-                if name in judged:
-                    reasons.extend(f"{name}: {problem}" for problem in problems)
-            report: dict[str, Any] = {"status": "unavailable" if reasons else "ok"}
-            if reasons:
-                report["reasons"] = reasons
-            report["components"] = components
-            return not reasons, report
-
-    def _problems(self, name: str, now: float) -> list[str]:
-        child = self.children.get(name, {})
-        failure = text(child.get("last_failure"))
-        because = f" (last failure: {failure})" if failure else ""
-        if name in self.given_up or child.get("state") == "given-up":
-            restarts = count(child.get("restarts"))
-            after = f" after {restarts:.0f} restarts" if restarts is not None else ""
-            return [f"given up{after}{because}"]
-        if child.get("state") == "backoff":
-            return [f"restarting{because}"]
-        component = self.components.get(name)
-        if component is None or component.heard_at is None:
-            waited = now - self.started_at
-            return [f"not heard from (listening for {waited:.1f} s)"]
-        problems = []
-        silent = now - component.heard_at
-        if silent > self._silence():
-            problems.append(
-                f"not heard from for {silent:.1f} s (status every {self.status_interval:g} s)"
-            )
-        state = text(component.body.get("state")) or "no state in its status"
-        if state != "online":
-            reason = text(component.body.get("reason")) or text(component.body.get("error"))
-            problems.append(f"{state}: {reason}" if reason else state)
-        elif component.restarted_at is not None:
-            problems.append(f"restarted{because}; not online since")
-        return problems
-
-    def _entry(self, name: str, now: float, problems: list[str]) -> dict[str, Any]:
-        component = self.components.get(name)
-        entry: dict[str, Any] = {"ok": not problems}
-        if component is not None and component.heard_at is not None:
-            entry["state"] = text(component.body.get("state"))
-            entry["age_s"] = round(now - component.heard_at, 3)
-        child = self.children.get(name)
-        if child is not None:  # JSON refuses NaN: only checked strings and numbers go out
-            entry["process"] = text(child.get("state"))
-            restarts = count(child.get("restarts"))
-            entry["restarts"] = int(restarts) if restarts is not None else None
-        if problems:
-            entry["problems"] = problems
-        return entry
-
-
-class StateCollector(Collector):
-    """Renders a BusState at every scrape."""
-
-    def __init__(self, state: BusState) -> None:
-        self.state = state
-
-    def collect(self):
-        return self.state.families()
-
-
-def registry_for(state: BusState) -> CollectorRegistry:
-    """A private registry (no process or platform metrics of this server) holding `state`."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(state))
-    return registry
