@@ -18,6 +18,7 @@ import yaml
 
 from sightd.cli_options import config_option
 from sightd.config import DEFAULT_CONFIG_PATH, SightdConfig, load_config
+from sightd.daemon.roles import ROLES, Plan, make_plan
 from sightd.errors import SightdError
 from sightd.sources import resolve
 from sightd.subscribers.registry import parse_entry
@@ -27,7 +28,24 @@ BROKER_TIMEOUT = 1.0  # seconds for the TCP connect to an MQTT broker
 
 @click.command("check-config")
 @config_option
-def check_config(config_path: str | None) -> None:
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice([*ROLES, "all"]),
+    envvar="SIGHTD_ROLE",
+    help="Check what this host's roles need, as `sightd run --role` (default: daemon.roles): "
+    "the model for infer, camera sources for capture, subscribers, the console for web.",
+)
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    metavar="NAME",
+    envvar="SIGHTD_CAMERA",
+    help="With --role capture: check only this camera's source (repeatable).",
+)
+def check_config(config_path: str | None, roles: tuple[str, ...], cameras: tuple[str, ...]):
     """Validate a config file and what it points at; print the effective configuration.
 
     Beyond the keys and types: each camera's kind and options, a missing model file, video
@@ -37,7 +55,8 @@ def check_config(config_path: str | None) -> None:
     status is 1 when there is an error (and then nothing is printed on stdout), 0 otherwise.
     """
     config = load_config(config_path)
-    problems = find_problems(config, source=str(config_path or DEFAULT_CONFIG_PATH))
+    plan = make_plan(config, roles, cameras)
+    problems = find_problems(config, str(config_path or DEFAULT_CONFIG_PATH), plan)
     errors = [p for p in problems if p.level == "error"]
     if not errors:
         click.echo(yaml.safe_dump(config.model_dump(), sort_keys=False), nl=False)
@@ -59,12 +78,18 @@ class Problem:
         return f"{self.level.capitalize()}: {self.text}"
 
 
-def find_problems(config: SightdConfig, source: str = "") -> list[Problem]:
-    """Every problem found, errors and warnings, in the order of the config's sections."""
+def find_problems(
+    config: SightdConfig, source: str = "", plan: Plan | None = None
+) -> list[Problem]:
+    """Every problem found for `plan`'s roles (default: all), errors and warnings, in the
+    order of the config's sections. The transport's are every host's."""
+    plan = plan or Plan()
     where = f"{source}: " if source else ""
-    problems = [*_cameras(config, source), *_model(config, where), *_curve(config, where)]
-    problems += network_problems(config, where) + _http(config, where)
-    return problems + _subscribers(config, source)
+    problems = _cameras(config, source, plan.cameras) if "capture" in plan.roles else []
+    problems += _model(config, where) if "infer" in plan.roles else []
+    problems += _curve(config, where) + network_problems(config, where)
+    problems += _http(config, where) if "web" in plan.roles else []
+    return problems + (_subscribers(config, source) if "subscribers" in plan.roles else [])
 
 
 def endpoints(config: SightdConfig) -> list[tuple[str, str]]:
@@ -147,10 +172,12 @@ def _model(config: SightdConfig, where: str) -> list[Problem]:
     return problems
 
 
-def _cameras(config: SightdConfig, source: str) -> list[Problem]:
+def _cameras(config: SightdConfig, source: str, only: tuple[str, ...] | None) -> list[Problem]:
     where = f"{source}: " if source else ""
     problems = []
     for index, camera in enumerate(config.cameras):
+        if only is not None and camera.name not in only:
+            continue
         prefix = f"cameras[{index}]"
         try:
             resolved = resolve(camera, source, prefix)

@@ -247,3 +247,24 @@ def test_workers_naming_an_unknown_or_shared_camera_are_one_line_errors(workdir)
         assert result.exit_code == 1
         assert f"Error: {path}: workers: {message}" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_host_checks_what_its_roles_need_only(tmp_path, monkeypatch):
+    # given a camera host: its video here, no model (the worker's host has it), cam1 elsewhere
+    monkeypatch.chdir(tmp_path)
+    video = write_video(tmp_path / "cam0.avi", [color_frame("red", (48, 64))] * 3)
+    cameras = [{"name": "cam0", "source": str(video)}, {"name": "cam1", "source": "/elsewhere.avi"}]
+    path = write_config(tmp_path, cameras=cameras)
+    # then checked as a whole the missing model and cam1's video are errors
+    code, lines = check(path)
+    assert code == 1 and len(lines) == 2
+    # but as cam0's capture host there is nothing wrong
+    result = CliRunner().invoke(
+        main, ["check-config", "-c", str(path), "--role", "capture", "--camera", "cam0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "# config OK"
+    # and as the worker's host, the missing model is the one error
+    result = CliRunner().invoke(main, ["check-config", "-c", str(path), "--role", "infer"])
+    assert result.exit_code == 1 and result.stderr.count("Error:") == 1
+    assert "model.path: model file" in result.stderr
