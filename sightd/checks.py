@@ -87,7 +87,7 @@ def find_problems(
     where = f"{source}: " if source else ""
     problems = _cameras(config, source, plan.cameras) if "capture" in plan.roles else []
     problems += _model(config, where) if "infer" in plan.roles else []
-    problems += _curve(config, where) + network_problems(config, where)
+    problems += _curve(config, where, binds(config, plan)) + network_problems(config, where)
     problems += _http(config, where) if "web" in plan.roles else []
     return problems + (_subscribers(config, source) if "subscribers" in plan.roles else [])
 
@@ -189,14 +189,20 @@ def _cameras(config: SightdConfig, source: str, only: tuple[str, ...] | None) ->
     return problems
 
 
-def _curve(config: SightdConfig, where: str) -> list[Problem]:
+def binds(config: SightdConfig, plan: Plan) -> bool:
+    """Whether `plan`'s host binds a socket (and so serves CURVE): cameras bind their frames,
+    the hub its buses, a lone worker transport.labels. Named workers only connect."""
+    return "capture" in plan.roles or plan.hub or ("infer" in plan.roles and not config.workers)
+
+
+def _curve(config: SightdConfig, where: str, server: bool = True) -> list[Problem]:
     transport = config.transport
     if not transport.curve:
         return []
     keys = Path(transport.keys_dir)
     hint = "create them with `sightd keys generate` or fix transport.keys_dir"
-    needed = [
-        ("transport.keys_dir", keys / "server.key_secret", "the server's key pair"),
+    secret = [("transport.keys_dir", keys / "server.key_secret", "the server's key pair")]
+    needed = secret * server + [
         ("transport.keys_dir", keys / "server.key", "the server's public key"),
         (
             "transport.client_key",
@@ -215,7 +221,7 @@ def _curve(config: SightdConfig, where: str) -> list[Problem]:
                 )
             )
     authorized = keys / "authorized"
-    if not authorized.is_dir():
+    if server and not authorized.is_dir():
         problems.append(
             Problem(
                 "error",

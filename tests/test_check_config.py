@@ -268,3 +268,19 @@ def test_a_host_checks_what_its_roles_need_only(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["check-config", "-c", str(path), "--role", "infer"])
     assert result.exit_code == 1 and result.stderr.count("Error:") == 1
     assert "model.path: model file" in result.stderr
+
+
+def test_a_named_workers_host_binds_nothing_so_needs_no_server_secret(workdir):
+    # given the GPU host's keys: the server's public key and its own client pair, no secret
+    keys = workdir / "keys"
+    generate_keys(workdir / "hub-keys", [])
+    generate_keys(keys, ["client"], server=False)
+    (keys / "server.key").write_bytes((workdir / "hub-keys" / "server.key").read_bytes())
+    transport = {"curve": True, "keys_dir": str(keys)}
+    workers = [{"name": "gpu", "cameras": ["cam0"]}]
+    path = write_config(workdir, transport=transport, workers=workers)
+    # then as the worker's host it is fine, but a host that binds needs the server pair
+    result = CliRunner().invoke(main, ["check-config", "-c", str(path), "--role", "infer"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["check-config", "-c", str(path), "--role", "capture"])
+    assert result.exit_code == 1 and "server.key_secret (the server's key pair)" in result.stderr
