@@ -256,3 +256,31 @@ def test_a_child_stopped_by_a_user_error_is_given_up_at_once(supervise, tmp_path
     # then it is not restarted five times to print the same error: a restart would not help
     wait_for(lambda: child.state == "given-up", 20, "the supervisor to give up")
     assert child.restarts == 0 and "error in the config" in child.last_failure
+
+
+def test_off_the_hub_a_supervisor_binds_no_bus_and_is_ready_once_its_children_beat(
+    config_file, tmp_path
+):
+    from sightd.daemon.roles import Plan
+    from sightd.transport import bind
+
+    # given a camera host's supervisor (no subscribers role: the hub is elsewhere)
+    config = load_config(config_file())
+    pid_file = tmp_path / "capture.pid"
+    specs = [spec("capture:cam0", "beat_until_stopped", str(pid_file), group="captures")]
+    supervisor = Supervisor(config, specs, plan=Plan(frozenset({"capture"})))
+    stop = threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        # when its child beats, then it is ready, with no worker to wait for
+        wait_for(lambda: supervisor.ready, 20, "the supervisor to be ready")
+        assert supervisor.name == "supervisor:capture"
+        # and the status bus's endpoints are free for the hub to bind
+        transport = config.transport
+        for endpoint in (transport.status_in, transport.status):
+            bind(zmq.XSUB, endpoint, transport).close()
+    finally:
+        stop.set()
+        thread.join(30)
+    assert read(pid_file.with_suffix(".stopped")) == "capture:cam0\n"
