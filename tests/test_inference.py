@@ -314,3 +314,37 @@ def test_each_event_keeps_the_frame_that_completed_it_and_only_the_newest_are_ke
         channel = {"blue": 0, "green": 1, "red": 2}[event["label"]]
         assert image.mean(axis=(0, 1)).argmax() == channel
     assert not list(folder.glob(".*"))  # no temp file left behind
+
+
+def test_the_newest_frames_of_several_cameras_are_classified_in_one_batch(
+    config_file, color_checkpoint, procs
+):
+    names, colours = ["cam0", "cam1", "cam2"], ["red", "green", "blue"]
+    cameras = [{"name": name, "source": "synthetic"} for name in names]
+    model = {"path": str(color_checkpoint), "device": "cpu"}
+    config = config_file(cameras=cameras, model=model)
+    labels, status = collect("label", config), collect("status", config)
+    procs.sightd("infer", "-c", config)
+    loaded = load_config(config)
+    socks = [bind_publisher(loaded.camera_endpoint(n), loaded.transport) for n in names]
+    status.wait_for(lambda m: m["component"] == "infer" and m["state"] == "online", timeout=60)
+    # When every camera sends a frame at once, again and again (the worker classifies one
+    # batch while the next frames queue up behind it),
+    seq, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seq += 1
+        for name, colour, sock in zip(names, colours, socks, strict=True):
+            frame = color_frame(colour, SMALL)
+            sock.send_multipart(pack_frame(name, seq, frame, time.time()))
+        batched = [m for m in status.drain() if m.get("batch", {}).get("max", 0) >= 2]
+        if batched and seq > 20:
+            break
+        time.sleep(0.02)
+    # then one forward pass takes several cameras' frames, and each keeps its own label.
+    assert batched, "no forward pass ever took more than one camera's frame"
+    assert 1 <= batched[-1]["batch"]["mean"] <= batched[-1]["batch"]["max"] <= 3
+    seen = labels.drain()
+    assert {m["camera"] for m in seen} == set(names)
+    assert all(m["label"] == colours[names.index(m["camera"])] for m in seen)
+    for sock in socks:
+        sock.close(linger=0)

@@ -74,6 +74,9 @@ class CycleFigures:
     classified: int = 0
     latency_sum: float = 0.0
     max_age: float = 0.0
+    batches: int = 0  # forward passes, each over the newest frame of every camera that had one
+    batched: int = 0  # frames in them
+    max_batch: int = 0
 
 
 class Worker(Component):
@@ -144,6 +147,9 @@ class Worker(Component):
             self.classify_errors += 1
             return
         inference_s = time.perf_counter() - started
+        cycle = self.cycle_figures
+        cycle.batches, cycle.batched = cycle.batches + 1, cycle.batched + len(batch)
+        cycle.max_batch = max(cycle.max_batch, len(batch))
         for (header, payload, _), prediction in zip(batch, predictions, strict=True):
             if self._fresh(header):
                 self._publish(header, payload, prediction, inference_s)
@@ -253,6 +259,9 @@ class Worker(Component):
         if cycle.classified:  # no latency to speak of when nothing flowed
             figures["latency_ms"] = round(1000 * cycle.latency_sum / cycle.classified, 2)
             figures["max_age_ms"] = round(1000 * cycle.max_age, 2)
+        if cycle.batches:  # frames per forward pass over the interval: how far cameras batch
+            figures["batch"] = {"mean": round(cycle.batched / cycle.batches, 2),
+                                "max": cycle.max_batch}  # fmt: skip
         return figures
 
     def _snapshot_figures(self) -> dict[str, Any]:
