@@ -5,21 +5,18 @@ present torch on CUDA and onnxruntime's CUDAExecutionProvider (each detected; ro
 nothing needs editing). One model serves every figure: the `seed` network trained here on the
 digits set (`sightd dataset digits`, `sightd train --epochs 3`; or --model and --data).
 
-- bare model, per engine and precision (auto, and float32 where that differs), one thread, in a
-  fresh process each, as the worker serves it (sightd.classifier logits on a preprocessed
-  batch): batch 1 back to back and after 100 ms idle (the 2 fps case), ms (median); batch 8 and
-  64, images/s; three rounds, the engines taking turns, the median of each figure;
-- the pipeline, per engine (precision auto, model.threads 1): `sightd run` (supervisor,
-  capture(s), worker; no subscriber, no HTTP server) playing a 640x480 MJPG video as JPEG q90
-  frames, and a separate listener process stamping each label on receipt
-  (pipeline_latency.py's): p50/p99 captured_at -> receipt at 2 fps; CPU of capture + worker at
-  2 fps (% of one core); CPU ms per labelled frame at 30 fps; labels/s with 1 and with 8 cameras
-  unthrottled (fps 0); the worker's RSS and the tree's PSS at 2 fps; time from SIGKILL of the
-  worker to the next label received (30 fps, three kills, median; restart_window 1 s, so each
-  restart waits the first backoff, 0.2 s); the engines take turns within each scenario, and
-  the CPU other processes used during each window is recorded (others' work moves every figure);
-- accuracy on the digits test split per engine and precision, and the test images whose label
-  differs from torch's (float32), with the two top probabilities of each.
+- bare model, per engine and precision (engine_bare.py): batch 1 back to back and after 100 ms
+  idle (the 2 fps case), batch 8 and 64, one thread, a fresh process each, three rounds;
+- the pipeline, per engine (precision auto, model.threads 1), under `sightd run`
+  (sightd_run.py) playing a 640x480 MJPG video whose frames the capture passes on as they are:
+  p50/p99 captured_at -> receipt at 2 fps; CPU of capture + worker at 2 fps (% of one core);
+  CPU ms per labelled frame at 30 fps; labels/s with 1 and with 8 cameras unthrottled (fps 0);
+  the worker's RSS and the tree's PSS at 2 fps; time from SIGKILL of the worker to the next
+  label received (30 fps, three kills, median; restart_window 1 s, so each restart waits the
+  first backoff, 0.2 s); the engines take turns within each scenario, and the CPU other
+  processes used during each window is recorded (others' work moves every figure);
+- accuracy on the digits test split per engine and precision (engine_bare.py), and the test
+  images whose label differs from torch's (float32), with the two top probabilities of each.
 
 Usage: python benchmarks/engines.py [--seconds 15] [--engines torch,onnxruntime,...]
        [--model PATH --data DIR] [--out results.json]
@@ -31,55 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from idle_cost import free_ports
-from pipeline_latency import cpu_seconds, rss_mib, write_scene
-
-HERE = Path(__file__).resolve().parent
-SIGHTD = [sys.executable, "-m", "sightd"]
-
-
-# ---- which engines -----------------------------------------------------------------------------
-
-
-def engine_rows(wanted: list[str] | None) -> list[dict]:
-    """(engine, device) pairs present here, each with the precisions worth measuring."""
-    from sightd.engines.base import installed
-
-    rows = [{"engine": "torch", "device": "cpu", "precisions": ["auto", "float32"]}]
-    if installed("onnxruntime"):
-        rows.append({"engine": "onnxruntime", "device": "cpu", "precisions": ["float32"]})
-    if installed("openvino"):
-        rows.append({"engine": "openvino", "device": "cpu", "precisions": ["auto", "float32"]})
-    probe = "import torch; print(torch.cuda.is_available())"
-    if run_python(probe).strip() == "True":
-        rows.append({"engine": "torch", "device": "cuda", "precisions": ["auto", "float32"]})
-    if installed("onnxruntime"):
-        probe = (
-            "import onnxruntime as o; print('CUDAExecutionProvider' in o.get_available_providers())"
-        )
-        if run_python(probe).strip() == "True":
-            rows.append({"engine": "onnxruntime", "device": "cuda", "precisions": ["float32"]})
-    for row in rows:
-        row["name"] = f"{row['engine']} ({row['device']})"
-    return [r for r in rows if not wanted or r["engine"] in wanted or r["name"] in wanted]
-
-
-def run_python(code: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else code)
-    return done.stdout
-
+from engine_bare import accuracy, bare, differences, engine_rows
+from pipeline_latency import write_scene
+from sightd_run import SIGHTD, run_pipeline
 
 # ---- the model ---------------------------------------------------------------------------------
 
@@ -101,230 +58,7 @@ def make_exports(model: Path) -> None:
         subprocess.run([*SIGHTD, "export", str(model), "--format", fmt], check=True)
 
 
-# ---- the bare model, in a process of its own ---------------------------------------------------
-
-BARE = """
-import json, sys, time
-import numpy as np
-from sightd.classifier import Classifier
-model, engine, device, precision = sys.argv[1:5]
-served = Classifier.load(model, device, precision, engine, threads=1)
-size = served.info.image_size
-batch = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
-for n in (1, 8, 64):
-    for _ in range(20):
-        served.logits(batch[:n])
-
-def ms(n, pause, runs):
-    times = []
-    for _ in range(runs):
-        if pause:
-            time.sleep(pause)
-        start = time.perf_counter()
-        served.logits(batch[:n])
-        times.append(1000 * (time.perf_counter() - start))
-    return sorted(times)[len(times) // 2]
-
-def per_s(n, seconds=2.0):
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        served.logits(batch[:n])
-        count += n
-    return count / (time.perf_counter() - start)
-
-print(json.dumps({"device": served.device, "b1_ms": ms(1, 0.0, 500),
-                  "b1_idle_ms": ms(1, 0.1, 40), "b8_per_s": per_s(8), "b64_per_s": per_s(64)}))
-"""
-
-
-def bare(model: Path, rows: list[dict], rounds: int = 3) -> dict:
-    """Each engine and precision `rounds` times, taking turns; the median of each figure."""
-    runs: dict[tuple[str, str], list[dict]] = {}
-    for _ in range(rounds):
-        for row in rows:
-            for precision in row["precisions"]:
-                args = (str(model), row["engine"], row["device"], precision)
-                runs.setdefault((row["name"], precision), []).append(
-                    json.loads(run_python(BARE, *args))
-                )
-    out: dict[str, dict] = {}
-    for (name, precision), got in runs.items():
-        figures = {k: statistics.median(r[k] for r in got) for k in got[0] if k != "device"}
-        out.setdefault(name, {})[precision] = {"device": got[0]["device"], **figures}
-    return out
-
-
-# ---- accuracy on the digits test split ---------------------------------------------------------
-
-ACCURACY = """
-import json, sys
-from sightd.trainer.evaluate import evaluate_checkpoint
-model, data, engine, device, precision = sys.argv[1:6]
-result = evaluate_checkpoint(model, data, "test", device, engine, precision)
-print(json.dumps({"paths": result.data.paths, "truth": result.data.labels.tolist(),
-                  "probabilities": result.probabilities.tolist()}))
-"""
-
-
-def accuracy(model: Path, data: Path, row: dict, precision: str) -> dict:
-    args = (str(model), str(data), row["engine"], row["device"], precision)
-    return json.loads(run_python(ACCURACY, *args))
-
-
-def differences(reference: dict, other: dict) -> list[dict]:
-    """Test images whose label differs from the reference's, with both top-two probabilities."""
-    out = []
-    ref, got = np.array(reference["probabilities"]), np.array(other["probabilities"])
-    for i in np.flatnonzero(ref.argmax(1) != got.argmax(1)):
-        top = lambda p: [round(float(v), 4) for v in np.sort(p)[::-1][:2]]  # noqa: E731
-        out.append({"path": other["paths"][i], "torch": top(ref[i]), "this": top(got[i])})
-    return out
-
-
 # ---- the pipeline ------------------------------------------------------------------------------
-
-
-def pipeline_config(folder: Path, video: Path, model: Path, row: dict, cameras: int, fps: float):
-    ports = free_ports(4)
-    config = {
-        "cameras": [
-            {"name": f"cam{i}", "source": str(video), "fps": fps, "loop": True}
-            for i in range(cameras)
-        ],
-        "transport": {
-            name: f"tcp://127.0.0.1:{port}"
-            for name, port in zip(("frames", "labels", "status", "status_in"), ports, strict=True)
-        },
-        "http": {"enabled": False},
-        "model": {"path": str(model), "device": row["device"], "engine": row["engine"]},
-        "daemon": {"restart_window": 1.0},  # every kill below waits the first backoff only
-        "subscribers": [],
-        "log_level": "warning",
-    }
-    path = folder / f"{row['engine']}-{row['device']}-{cameras}x{fps:g}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def tree(root: int) -> dict[str, int]:
-    """title -> pid of the `sightd run` tree (children of the supervisor and the fork server)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,args="], capture_output=True, text=True)
-    found = {}
-    for line in out.stdout.splitlines():
-        pid, pgid, args = line.split(None, 2)
-        if int(pgid) == root:
-            found[args.strip()] = int(pid)
-    return found
-
-
-def machine_busy() -> float:
-    """CPU seconds every CPU has been busy (steal included: time the host gave elsewhere)."""
-    from sightd.cpu import busy_ticks, usable_cpus
-
-    return busy_ticks(Path("/proc/stat").read_text(), usable_cpus()) / os.sysconf("SC_CLK_TCK")
-
-
-def pss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def first_label(record: Path, after: float, timeout: float) -> float | None:
-    """Receipt time of the first label of a frame captured after `after` (UNIX time), from the
-    listener's live record (one JSON line per label): one in flight at a kill does not count."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if record.exists():
-            for line in record.read_text().splitlines():
-                received, captured = json.loads(line)
-                if captured > after:
-                    return received
-        time.sleep(0.02)
-    return None
-
-
-LISTENER = """
-import json, sys, time
-import zmq
-from sightd.config import load_config
-from sightd.protocol import unpack_message
-config = load_config(sys.argv[1])
-sock = zmq.Context().socket(zmq.SUB)
-sock.setsockopt(zmq.RECONNECT_IVL, 50)  # a restarted worker is heard as soon as it binds,
-sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)  # not after this reader's own backoff
-sock.setsockopt(zmq.SUBSCRIBE, b"label.")
-sock.connect(config.transport.labels)
-flushed = 0.0
-with open(sys.argv[2], "w") as out:
-    while True:
-        parts = sock.recv_multipart()
-        received = time.time()
-        _, _, body = unpack_message(parts)
-        out.write(json.dumps([received, body["captured_at"]]) + "\\n")
-        if received - flushed > 0.05:
-            out.flush()
-            flushed = received
-"""
-
-
-def run_pipeline(folder, video, model, row, cameras, fps, seconds, kills=0) -> dict:
-    config = pipeline_config(folder, video, model, row, cameras, fps)
-    record = config.with_suffix(".labels")
-    with open(config.with_suffix(".log"), "wb") as log:
-        run = subprocess.Popen(
-            [*SIGHTD, "run", "-c", str(config)], stdout=log, stderr=log, start_new_session=True
-        )
-    listener = subprocess.Popen([sys.executable, "-c", LISTENER, str(config), str(record)])
-    try:
-        if first_label(record, 0.0, 120) is None:
-            log = config.with_suffix(".log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{row['name']}: no label within 120 s; its log ends:\n{log}")
-        time.sleep(3.0)  # warm: every batch size seen, caches settled
-        pids = tree(run.pid)
-        captures = [pid for title, pid in pids.items() if title.startswith("sightd.capture")]
-        workers = [pids["sightd.infer"]]
-        ours = [*pids.values(), listener.pid]
-        cpu0 = [sum(cpu_seconds(p) for p in group) for group in (captures, workers)]
-        busy0, t0 = machine_busy() - sum(cpu_seconds(p) for p in ours), time.time()
-        time.sleep(seconds)
-        cpu1 = [sum(cpu_seconds(p) for p in group) for group in (captures, workers)]
-        busy1, t1 = machine_busy() - sum(cpu_seconds(p) for p in ours), time.time()
-        capture_cpu, worker_cpu = (
-            100 * (b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True)
-        )
-        result = {"cpu_percent": capture_cpu + worker_cpu, "capture_cpu_percent": capture_cpu}
-        result["worker_cpu_percent"] = worker_cpu
-        result["others_cpu_percent"] = 100 * (busy1 - busy0) / (t1 - t0)
-        result["worker_rss_mib"] = rss_mib(pids["sightd.infer"])
-        result["tree_pss_mib"] = sum(pss_mib(p) for p in tree(run.pid).values())
-        restarts = []
-        for _ in range(kills):
-            time.sleep(1.5)  # past restart_window: the restart waits the first backoff
-            worker = tree(run.pid)["sightd.infer"]
-            killed = time.time()
-            os.kill(worker, signal.SIGKILL)
-            back = first_label(record, killed, 60)
-            restarts.append(None if back is None else back - killed)
-        result["restart_s"] = restarts
-    finally:
-        os.killpg(run.pid, signal.SIGTERM)
-        run.wait(timeout=30)
-        listener.kill()
-        listener.wait()
-    labels = [json.loads(line) for line in record.read_text().splitlines()]
-    window = [(r, c) for r, c in labels if t0 <= r <= t1]
-    latency = sorted(1000 * (r - c) for r, c in window)
-    result["labels_per_s"] = len(window) / (t1 - t0)
-    result["p50_ms"] = latency[len(latency) // 2] if latency else None
-    result["p99_ms"] = (
-        latency[min(len(latency) - 1, round(0.99 * (len(latency) - 1)))] if latency else None
-    )
-    result["cpu_ms_per_label"] = (
-        10 * result["cpu_percent"] / result["labels_per_s"] if result["labels_per_s"] else None
-    )
-    return result
 
 
 SCENARIOS = {  # name: (cameras, fps, window in units of --seconds, SIGKILLs of the worker)
