@@ -15,6 +15,7 @@ torch functions import torch, so a worker serving through ONNX Runtime or OpenVI
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -57,8 +58,9 @@ def centre_square(frame: np.ndarray) -> np.ndarray:
     return frame[top : top + side, left : left + side]
 
 
-def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
-    """One BGR uint8 HxWx3 frame -> its centre square as RGB uint8 size x size x 3."""
+def resize_rgb(frame_bgr: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One BGR uint8 HxWx3 frame -> its centre square as RGB uint8 size x size x 3 (written
+    into `out` when given, e.g. a batch's slot)."""
     frame_bgr = centre_square(frame_bgr)
     height, width = frame_bgr.shape[:2]
     # INTER_AREA averages when shrinking (like PIL's antialiased resize in the seed).
@@ -66,18 +68,26 @@ def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     # Resize first: the channel swap commutes with resizing, and is cheaper on 64x64 pixels.
     small = cv2.resize(frame_bgr, (size, size), interpolation=interpolation)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=out)
 
 
 def normalize_numpy(
     batch_rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
     """uint8 NHWC RGB -> float32 NCHW (contiguous), (x / 255 - mean) / std."""
-    x = np.ascontiguousarray(batch_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
+    x = np.empty((batch_rgb.shape[0], 3, *batch_rgb.shape[1:3]), np.float32)
+    np.copyto(x, batch_rgb.transpose(0, 3, 1, 2))  # one pass: the cast and the transpose
+    mean_c, std_c = _channel_constants(tuple(mean), tuple(std))
     x /= np.float32(255.0)
-    x -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    x /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    x -= mean_c
+    x /= std_c
     return x
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_constants(mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """mean and std as float32 1x3x1x1, made once per model rather than once per frame."""
+    return tuple(np.asarray(v, np.float32).reshape(1, -1, 1, 1) for v in (mean, std))
 
 
 def normalize(batch_rgb: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -100,7 +110,9 @@ def preprocess_numpy(
     """One frame (HxWx3) or many -> float32 NCHW numpy array: what every engine is fed."""
     if isinstance(frames_bgr, np.ndarray) and frames_bgr.ndim == 3:
         frames_bgr = [frames_bgr]
-    batch = np.stack([resize_rgb(frame, size) for frame in frames_bgr])
+    batch = np.empty((len(frames_bgr), size, size, 3), np.uint8)
+    for slot, frame in zip(batch, frames_bgr, strict=True):  # each resized into its slot
+        resize_rgb(frame, size, out=slot)
     return normalize_numpy(batch, mean, std)
 
 
