@@ -7,8 +7,12 @@ real `sightd run` (its HTTP server, its camera on the bus, its worker's hot relo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import shutil
+import threading
 import time
 
 import cv2
@@ -140,6 +144,36 @@ def test_training_arguments_are_checked_and_one_run_goes_at_a_time(tmp_path):
     wait_for(lambda: client.get("/api/teach/train").json()["state"] == "stopped", 30, "stopped")
 
 
+def test_the_training_state_streams_each_change_without_being_asked(tmp_path):
+    from sightd.web.teach_data import DataSet
+    from sightd.web.teach_train import Trainer, progress_events
+
+    # given the page's stream of an idle trainer, and a data set the trainer refuses
+    write_color_dataset(tmp_path / "data", per_class=5)
+    for name in ("green", "red"):
+        shutil.rmtree(tmp_path / "data" / name)
+    config = SightdConfig.model_validate({"train": {"data_dir": str(tmp_path / "data")}})
+    trainer = Trainer(config, DataSet(config.train.data_dir))
+
+    async def follow() -> list[dict]:
+        seen: list[dict] = []
+        stream = progress_events(trainer)
+        assert (await asyncio.wait_for(anext(stream), 5)).startswith("retry:")
+        async for chunk in stream:
+            if chunk.startswith("event: train\n"):
+                seen.append(json.loads(chunk.split("data: ", 1)[1]))
+                if len(seen) == 1:  # when a run starts after the page opened
+                    trainer.start({"epochs": 1})
+                elif seen[-1]["state"] not in ("starting", "training"):
+                    return seen
+
+    seen = asyncio.run(asyncio.wait_for(follow(), 90))
+    # then the page heard idle, the start, and the end with the trainer's reason, unasked
+    states = [s["state"] for s in seen]
+    assert states[0] == "idle" and states[1] == "starting" and states[-1] == "error", states
+    assert "one class folder" in seen[-1]["reason"]
+
+
 def test_deploy_copies_a_run_to_model_path_and_never_overwrites_a_run(tmp_path, color_checkpoint):
     run = tmp_path / "runs" / "20260101-120000"
     run.mkdir(parents=True)
@@ -255,6 +289,7 @@ def test_a_run_trained_from_the_api_is_deployed_and_served_by_the_worker(daemon)
 
     root, config, client, processes = daemon
     statuses = collect("status", config)
+    streamed = follow_training(client)
     # when a short run is trained
     assert client.post("/api/teach/train", json={"epochs": 2}).status_code == 202
     state = wait_for(
@@ -272,6 +307,11 @@ def test_a_run_trained_from_the_api_is_deployed_and_served_by_the_worker(daemon)
         plot = client.get(f"/api/teach/runs/{state['run']}/{name}")
         assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     assert os.readlink(root / "runs" / "latest") == "first"
+    # and the stream a page follows told each epoch as it came, then the same result
+    wait_for(lambda: streamed and streamed[-1]["state"] == "done", 30, "the streamed end")
+    epochs = [len(s.get("epochs", [])) for s in streamed if s["state"] == "training"]
+    assert epochs and epochs == sorted(epochs) and max(epochs) >= 1, streamed
+    assert streamed[-1]["result"] == state["result"]
     # when it is deployed
     answer = client.post("/api/teach/deploy", json={"run": state["run"]}).json()
     digest = load_checkpoint(root / "runs" / state["run"] / "model.safetensors").digest
@@ -283,3 +323,25 @@ def test_a_run_trained_from_the_api_is_deployed_and_served_by_the_worker(daemon)
         30,
     )
     assert client.get("/api/teach/served").json()["run"] == state["run"]
+
+
+def follow_training(client: httpx.Client) -> list[dict]:
+    """The states /api/teach/train/stream sends, appended as they come by a thread that reads
+    the stream as a page's EventSource does (it ends when the daemon stops)."""
+    seen: list[dict] = []
+
+    def read() -> None:
+        url = f"{client.base_url}/api/teach/train/stream"
+        timeout = httpx.Timeout(10, read=None)
+        # (the daemon stops at the module's end, in the middle of the stream)
+        with (
+            contextlib.suppress(httpx.TransportError),
+            httpx.stream("GET", url, timeout=timeout) as response,
+        ):
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line.removeprefix("data: ")))
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_for(lambda: seen, 20, "the training stream's first state")
+    return seen

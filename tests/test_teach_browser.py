@@ -1,5 +1,5 @@
 """The Teach page in a real browser against a real `sightd run`: record from the live camera,
-train, deploy, and see the worker serve the new model."""
+train with the progress streamed to the page, deploy, and see the worker serve the new model."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from browser_support import browser, page  # noqa: F401
 from conftest import wait_for
 from pipeline_support import running_processes
 from teach_support import save_screenshot, start_daemon, teach_setup
+
+# Every text the training state shows, kept as it changes (the run is too quick to sample).
+WATCH_TRAIN_STATE = """() => {
+  window.trainStates = [];
+  const state = document.getElementById("train-state");
+  new MutationObserver(() => window.trainStates.push(state.textContent))
+    .observe(state, { childList: true, characterData: true, subtree: true });
+}"""
 
 
 def until(page, script: str, timeout: float = 30.0):  # noqa: F811
@@ -53,10 +61,19 @@ def test_record_train_and_deploy_from_the_page(tmp_path, color_checkpoint, page)
         )
 
         # when a short run is trained from the page
+        page.evaluate(WATCH_TRAIN_STATE)
+        asked: list[str] = []
+        page.on("request", lambda r: "/api/teach/train" in r.url and asked.append(r.method))
         page.fill("#epochs", "2")
         page.click("#train")
-        # then it finishes with its accuracy, confusion matrix and calibration shown
+        # then its progress streams in as it goes (epoch by epoch, the curve drawn), asked for
+        # once: the click's POST; the stream opened with the page
         page.wait_for_selector('#train-state[data-state="done"]', timeout=90_000)
+        shown = page.evaluate("window.trainStates")
+        assert any(re.search(r"epoch [12]/2 · train loss \d", text) for text in shown), shown
+        assert page.evaluate("document.getElementById('curve').dataset.epochs") == "2"
+        assert asked == ["POST"], asked
+        # and it finishes with its accuracy, confusion matrix and calibration shown
         assert re.fullmatch(r"[01]\.\d{3}", page.inner_text("#test-accuracy"))
         until(page, "document.getElementById('confusion').naturalWidth > 0")
         until(page, "document.getElementById('calibration').naturalWidth > 0")

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from sightd.config import SightdConfig
 from sightd.web.teach_data import MAX_CLASSES, MAX_FILES, MAX_PAGE, DataSet, TeachError
 from sightd.web.teach_record import COUNT, COUNTDOWN_S, EVERY_S, Recorder
 from sightd.web.teach_runs import Runs
-from sightd.web.teach_train import Trainer
+from sightd.web.teach_train import Trainer, progress_events
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"teach.js": "text/javascript", "teach.css": "text/css"}
@@ -71,6 +71,11 @@ def teach_routes(config: SightdConfig) -> list[BaseRoute]:
     def delete(name: str, file: str) -> dict:
         return data.delete(name, file)
 
+    async def train_stream(request: Request) -> StreamingResponse:
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        events = progress_events(trainer)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
     post = {"methods": ["POST"], "body": True}
     return [
         Route("/teach", _page),
@@ -89,6 +94,7 @@ def teach_routes(config: SightdConfig) -> list[BaseRoute]:
         _api("/api/teach/train", trainer.state),
         _api("/api/teach/train", trainer.start, status=202, **post),
         _api("/api/teach/train/stop", trainer.stop, methods=["POST"]),
+        Route("/api/teach/train/stream", train_stream),
         _api("/api/teach/runs", lambda: {"runs": runs.list()}),
         _api("/api/teach/runs/{run}/{file}", run_file),
         _api("/api/teach/served", runs.served),

@@ -1,6 +1,9 @@
 """The Teach page's training: `sightd train` in a process of its own, one at a time, followed
 through its --progress-file.
 
+The page follows a run through progress_events(), server-sent events made from the progress
+file as it grows (one `train` event each time the state changes), so it polls nothing.
+
 The process is the real CLI (`python -m sightd train`), given the server's train section as a
 config file of its own and --no-latest, so what the worker serves changes only on deploy. It
 runs at nice 10, below the worker, and picks its threads itself (the trainer's
@@ -11,6 +14,7 @@ a child, and with it the training dies with the server, even one killed with SIG
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -38,6 +42,9 @@ TAIL = 40  # lines of the trainer's output kept, to say why it failed
 STOP_GRACE_S = 5.0  # after Ctrl-C (which leaves no temporary file) it is killed
 ARCH = re.compile(r"^[A-Za-z0-9_]{1,32}$")  # the trainer itself names the archs it has
 ACTIVE = ("starting", "training")
+WATCH_S = 0.2  # how often a followed run's progress file is looked at (a stat; read on change)
+IDLE_S = 1.0  # ... and the state when no run is under way (one started from elsewhere shows)
+KEEP_ALIVE_S = 15.0  # a comment line on a quiet stream, so proxies keep it open
 
 
 class Trainer:
@@ -48,6 +55,7 @@ class Trainer:
         self._process: subprocess.Popen | None = None
         self._progress: Path | None = None
         self._stopping = False
+        self._generation = 0  # counts the changes of state made here (start, end)
 
     def start(self, body: dict) -> dict:
         epochs = number(body, "epochs", int, 1, 10_000)
@@ -76,6 +84,7 @@ class Trainer:
                 "_started": time.monotonic(),
             }
             self._stopping = False
+            self._generation += 1
         thread = threading.Thread(
             target=self._supervise, args=(command, folder), name="teach train", daemon=True
         )
@@ -94,6 +103,21 @@ class Trainer:
         if started is not None and "elapsed_s" not in state:
             state["elapsed_s"] = round(time.monotonic() - started, 1)
         return state
+
+    def signature(self) -> tuple:
+        """Changes whenever state() would say something new, elapsed time aside: cheap (a stat
+        of the progress file), so a stream can look often and read the file only on change."""
+        with self._lock:
+            generation, progress = self._generation, self._progress
+        try:
+            stat = progress.stat() if progress is not None else None
+        except OSError:
+            stat = None
+        return generation, stat and (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def active(self) -> bool:
+        with self._lock:
+            return self._state["state"] in ACTIVE
 
     def stop(self) -> dict:
         with self._lock:
@@ -143,6 +167,26 @@ class Trainer:
         with self._lock:
             kept = {k: self._state[k] for k in ("arch", "started_at") if k in self._state}
             self._state, self._process, self._progress = {**kept, **fields}, None, None
+            self._generation += 1
+
+
+async def progress_events(trainer: Trainer):
+    """A page's stream of the training state: one `train` event at once, then one whenever the
+    progress file or the state changes, and once a second while a run starts (its elapsed
+    time). It ends when the page goes (Starlette cancels it) or the server stops."""
+    yield "retry: 2000\n\n"
+    seen, sent_at = None, 0.0
+    while True:
+        signature = trainer.signature()
+        now = time.monotonic()
+        if signature != seen or (trainer.active() and now - sent_at >= 1.0):
+            state = await asyncio.to_thread(trainer.state)  # reads the progress file
+            seen, sent_at = signature, now
+            yield f"event: train\ndata: {json.dumps(state)}\n\n"
+        elif now - sent_at >= KEEP_ALIVE_S:
+            sent_at = now
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(WATCH_S if trainer.active() else IDLE_S)
 
 
 def _progress(path: Path) -> dict:

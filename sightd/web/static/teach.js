@@ -191,18 +191,23 @@ async function startTraining(event) {
   say("");
   $("result").hidden = true;
   showTraining(await api("/api/teach/train", body));
-  pollTraining();
 }
 
-let trainTimer = null;
-function pollTraining() {
-  clearTimeout(trainTimer);
-  trainTimer = setTimeout(guard(async () => {
-    const state = await api("/api/teach/train");
+// The server streams the training state (server-sent events from the trainer's progress file):
+// one message at once, then one per change. The stream stays open while the page is, so a run
+// started from another tab shows here too; EventSource reconnects by itself after a break.
+let trainStream = null;
+let trainWas = null; // the last state shown, to reload the runs once when a run is done
+function followTraining() {
+  if (trainStream) return;
+  trainStream = new EventSource("/api/teach/train/stream");
+  trainStream.addEventListener("train", guard(async (message) => {
+    const state = JSON.parse(message.data);
     showTraining(state);
-    if (TRAINING.includes(state.state)) pollTraining();
-    else if (state.state === "done") await loadRuns();
-  }), 1000);
+    const finished = state.state === "done" && trainWas !== null && trainWas !== "done";
+    trainWas = state.state;
+    if (finished) await loadRuns();
+  }));
 }
 
 function showTraining(state) {
@@ -246,6 +251,7 @@ function drawCurve(epochs, planned) {
   const g = canvas.getContext("2d");
   const [w, h, pad, top] = [canvas.width, canvas.height, 28, 30]; // the legend sits above top
   g.clearRect(0, 0, w, h);
+  canvas.dataset.epochs = epochs.length; // what the curve holds, for a reader that is not a person
   g.strokeStyle = "#8884";
   g.strokeRect(pad, top, w - 2 * pad, h - pad - top);
   const n = Math.max(planned, epochs.length, 2);
@@ -358,9 +364,8 @@ document.addEventListener("DOMContentLoaded", guard(async () => {
   $("deploy").addEventListener("click", guard(() => deploy(shownRun)));
   showLive();
   await Promise.all([loadClasses(), loadRuns(), loadServed()]);
-  const [recording, training] = await Promise.all([api("/api/teach/record"), api("/api/teach/train")]);
+  const recording = await api("/api/teach/record");
   showRecording(recording);
   if (RECORDING.includes(recording.state)) pollRecording();
-  showTraining(training);
-  if (TRAINING.includes(training.state)) pollTraining();
+  followTraining();
 }));
