@@ -1,4 +1,4 @@
-"""Time from a Grad-CAM request to its overlay, on the CPU (issue 12's Explain figure).
+"""Time from a click on the console's Grad-CAM button to the overlay drawn, on the CPU (issue 12).
 
 For each model (`seed` at 64 px, `resnet18` at 128 px; random weights: the time does not depend
 on what they learnt), in this one process:
@@ -6,16 +6,20 @@ on what they learnt), in this one process:
 - explain: Explainer.explain on a 640x480 frame (forward and backward pass, the map, the
   overlay over the 480x480 centre square), beside the served Classifier.predict of the same
   frame (the worker's forward pass) for scale;
-- request: POST /api/explain/cam0 through starlette's TestClient against the explain routes,
-  with a camera publishing 640x480 JPEGs at --fps on the bus: subscribing, waiting for the next
-  frame, two decodes, the explanation and the PNG, i.e. a click on the console's button to the
-  overlay, less the browser's share. Requests come at random moments between two frames, as
-  clicks do, so the wait for a frame averages half an interval. The first request, which loads
-  the model, is reported on its own.
+- click to overlay: the console's real server (run_http, in a thread of this process) with a
+  camera publishing 640x480 JPEGs at --fps on the bus, and the console page open in a headless
+  chromium (Debian's, at $CHROMIUM or /usr/bin/chromium, driven by Playwright). A real mouse
+  click on cam0's Grad-CAM button; the page itself times from the click event to the frame
+  painted after the overlay PNG has loaded (a requestAnimationFrame after the <img>'s load):
+  the POST, subscribing, waiting for the next frame, two decodes, the explanation, the PNG,
+  the response and the browser's decode and paint. Clicks come at random moments between two
+  frames, as a person's do, so the wait for a frame averages half an interval. The first
+  click, which loads the model, is reported on its own.
 
 Each figure is the median and 90th percentile of --calls calls' wall time after two warm-up
-calls, and their mean CPU time (of the whole process: on a busy machine the wall time is
-mostly waiting for a core, the CPU time is what a call costs).
+calls, with the mean CPU time of this process (every thread: the server, the camera thread,
+Playwright's client; not chromium's) per call: on a busy machine the wall time is mostly
+waiting for a core, the CPU time is what a call costs.
 Usage: python benchmarks/explain_latency.py [--calls 20] [--fps 10] [--threads N]
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import tempfile
@@ -111,31 +116,104 @@ def publishing(config, fps: float):
         sock.close()
 
 
-def request_times(model: Path, fps: float, calls: int, threads: int) -> tuple[float, tuple]:
-    """(the first request's ms, (median, p90) of the later ones) against the explain routes."""
-    from starlette.applications import Starlette
-    from starlette.testclient import TestClient
+# The page times a click: from the click event to the first frame painted after the overlay's
+# PNG has loaded. Armed before each click; the promise resolves with milliseconds.
+ARM_JS = """() => {
+  const card = document.querySelector('article.camera[data-camera="cam0"]');
+  const button = card.querySelector(".actions button"), heat = card.querySelector("img.heat");
+  heat.hidden = true;
+  window.clicked = new Promise((resolve, reject) => {
+    let began = null;
+    button.addEventListener("click", () => { began = performance.now(); }, { once: true });
+    heat.addEventListener("load", () => requestAnimationFrame(
+      () => resolve(performance.now() - began)), { once: true });
+    heat.addEventListener("error", () => reject(new Error("the overlay did not load")),
+      { once: true });
+    const note = card.querySelector(".actions .quiet");
+    setTimeout(() => reject(new Error(`no overlay in 30 s: ${note.textContent}`)), 30000);
+  });
+}"""
+
+
+@contextlib.contextmanager
+def console(config):
+    """The console's server (`sightd run`'s http component) on config.http.listen, in a
+    thread of this process, until the block ends."""
+    import httpx
+
+    from sightd.process import Runtime
+    from sightd.web.server import run_http
+
+    runtime = Runtime("http")
+    server = threading.Thread(target=run_http, args=(config, runtime), daemon=True)
+    server.start()
+    url = f"http://{config.http.listen}/"
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}healthz", timeout=2).status_code in (200, 503):
+                break
+        if time.monotonic() > deadline or not server.is_alive():
+            raise SystemExit(f"the console did not come up on {url}")
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        runtime.stop.set()
+        server.join(10)
+
+
+def click_times(model: Path, fps: float, calls: int, threads: int) -> tuple[float, tuple]:
+    """(the first click's ms, (median, p90, CPU) of the later ones), clicks in chromium."""
+    from playwright.sync_api import sync_playwright
 
     from sightd.config import SightdConfig
-    from sightd.web.explain_routes import explain_routes
 
-    frames = f"tcp://127.0.0.1:{free_port()}"
+    names = ("frames", "labels", "status", "status_in")
     config = SightdConfig.model_validate(
-        {"model": {"path": str(model), "threads": threads}, "transport": {"frames": frames}}
+        {
+            "model": {"path": str(model), "threads": threads, "reload": False},
+            "transport": {name: f"tcp://127.0.0.1:{free_port()}" for name in names},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "subscribers": [],
+        }
     )
-    with TestClient(Starlette(routes=explain_routes(config))) as client, publishing(config, fps):
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    with (
+        console(config) as url,
+        publishing(config, fps),
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        button = page.locator('article.camera[data-camera="cam0"] .actions button')
+        took: list[float] = []
 
-        def post() -> None:
-            response = client.post("/api/explain/cam0")
-            assert response.status_code == 200, response.text
+        def click() -> None:
+            button.wait_for()
+            while button.is_disabled():  # until /api/state says Grad-CAM is served
+                time.sleep(0.05)
+            page.evaluate(ARM_JS)
+            button.click()
+            took.append(page.evaluate("window.clicked"))
 
-        started = time.perf_counter()
-        post()
-        first = 1000 * (time.perf_counter() - started)
-        # A click comes at any moment between two frames; back-to-back requests would not (each
+        click()
+        first = took[-1]
+        # A click comes at any moment between two frames; back-to-back clicks would not (each
         # would start just after a frame and wait a whole interval for the next).
         rng = np.random.default_rng(2)
-        return first, timed(post, calls, before=lambda: time.sleep(rng.uniform(0, 1 / fps)))
+        _, _, cpu = timed(click, calls, before=lambda: time.sleep(rng.uniform(0, 1 / fps)))
+        browser.close()
+    measured = took[-calls:]  # the page's own times, not Playwright's round trips
+    return first, (
+        statistics.median(measured),
+        statistics.quantiles(measured, n=10)[-1],
+        cpu,
+    )
 
 
 def main() -> None:
@@ -166,11 +244,11 @@ def main() -> None:
             served = Classifier.load(model, "cpu", threads=args.threads)
             explain = timed(lambda e=explainer: e.explain(frame), args.calls)
             forward = timed(lambda s=served: s.predict([frame]), args.calls)
-            first, request = request_times(model, args.fps, args.calls, args.threads)
+            first, click = click_times(model, args.fps, args.calls, args.threads)
             print(
                 f"{arch} {size} px: explain {explain[0]:.1f} / {explain[1]:.1f}, CPU "
-                f"{explain[2]:.1f}; request {request[0]:.1f} / {request[1]:.1f}, CPU "
-                f"{request[2]:.1f} (first {first:.0f}); served forward pass {forward[0]:.1f} / "
+                f"{explain[2]:.1f}; click to overlay {click[0]:.1f} / {click[1]:.1f}, CPU "
+                f"{click[2]:.1f} (first {first:.0f}); served forward pass {forward[0]:.1f} / "
                 f"{forward[1]:.1f}, CPU {forward[2]:.1f}"
             )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
