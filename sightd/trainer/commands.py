@@ -60,6 +60,14 @@ device_option = click.option(
     type=click.Path(dir_okay=False),
     help="Also write the plan, each epoch and the result there, as JSON lines.",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Training processes on this machine (DistributedDataParallel: one GPU each on CUDA, "
+    "the cores shared out on a CPU); the batch size stays the global one.",
+)
 def train(
     data_dir,
     config_path,
@@ -78,15 +86,18 @@ def train(
     seed,
     latest,
     progress_file,
+    nproc,
 ):
     """Train a classifier on DATA_DIR (one folder of images per class).
 
     Writes model.safetensors, metrics.json, split.json, curves.png and confusion_matrix.png to
     RUN_DIR (default: runs/<timestamp>/, and runs/latest points at it). Flags override the
-    config file's train section.
+    config file's train section. Under `torchrun --nproc-per-node N -m sightd train ...` each
+    process is one of N ranks, as with --nproc N.
     """
     from sightd.config import load_config, override
-    from sightd.trainer.train import run_training
+    from sightd.trainer.distributed import Job
+    from sightd.trainer.distributed import train as train_on
 
     cfg = override(
         load_config(config_path).train,
@@ -104,7 +115,7 @@ def train(
         calibrate=calibrate,
         seed=seed,
     )
-    run_training(cfg, data_dir or cfg.data_dir, run_dir, progress_file, link_latest=latest)
+    train_on(Job(cfg, data_dir or cfg.data_dir, run_dir, progress_file, latest), nproc)
 
 
 @click.command("eval")

@@ -117,7 +117,7 @@ def decode_files(root: Path, paths: list[str], size: int) -> tuple[torch.Tensor,
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = pool.map(load, paths)
         for i, image in enumerate(
-            tqdm(results, total=len(paths), desc="loading", leave=False, disable=None)
+            tqdm(results, total=len(paths), desc="loading", leave=False, disable=bar_off())
         ):
             if image is None:
                 log.warning(
@@ -187,6 +187,13 @@ def load_split(path: Path) -> dict:
     ):
         raise SightdError(f"{path} is not a sightd split file (expected train/val/test lists)")
     return record
+
+
+def bar_off() -> bool | None:
+    """A progress bar on a terminal, from one training process alone (rank 0 of a group)."""
+    from sightd.trainer.distributed import is_main
+
+    return None if is_main() else True
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -7,7 +7,6 @@ kept, test, write. Every file is written atomically, so Ctrl-C leaves whole file
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -18,18 +17,28 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sightd.atomic import atomic_symlink, atomic_write_text
 from sightd.checkpoint import ModelInfo, save_checkpoint
 from sightd.config import TrainConfig
 from sightd.cpu import ThreadGovernor
 from sightd.devices import resolve_device
 from sightd.errors import SightdError
 from sightd.model import create_model, model_names
+from sightd.trainer import distributed
 from sightd.trainer.calibration import confidences, fit_temperature
-from sightd.trainer.data import SPLIT_NAMES, ImageSet, load_folder, save_split, split_indices
+from sightd.trainer.data import (
+    SPLIT_NAMES,
+    ImageSet,
+    bar_off,
+    load_folder,
+    save_split,
+    split_indices,
+)
 from sightd.trainer.evaluate import EVAL_BATCH, autocast, to_input
 from sightd.trainer.metrics import classification_report, expected_calibration_error
-from sightd.trainer.plots import save_confusion_matrix, save_curves, save_reliability
+from sightd.trainer.plots import save_reliability
+from sightd.trainer.run_folder import ProgressFile, new_run_dir, point_latest_at, write_report
+
+_point_latest_at = point_latest_at  # the name tests/test_trainer_e2e.py imports
 
 AUTO_AUGMENT_BELOW = 100  # training images in the smallest class; digits has ~126 a class
 SMALL_BATCH_FLOOR = 16  # a smaller set trains at batch n/8, but never below this
@@ -57,13 +66,16 @@ class Plan:
 
 def plan_training(cfg: TrainConfig, train_labels: torch.Tensor, classes: int) -> Plan:
     """Enough optimiser steps whatever the size: a small set gets a smaller batch and more
-    epochs (at least cfg.min_steps steps); min_steps 0 keeps batch_size and epochs as given."""
+    epochs (at least cfg.min_steps steps); min_steps 0 keeps batch_size and epochs as given.
+
+    The batch is the global one: with several processes each takes a share of every step."""
     n = len(train_labels)
     smallest = int(torch.bincount(train_labels, minlength=classes).min())
     batch = cfg.batch_size
     if cfg.min_steps:
         batch = min(cfg.batch_size, max(SMALL_BATCH_FLOOR, math.ceil(n / 8)))
-    per_epoch = max(1, n // batch + (n % batch >= 2))  # a last batch of one is skipped
+    # a last batch too small to share out (one image in one process) is skipped
+    per_epoch = max(1, n // batch + (n % batch >= distributed.smallest_batch()))
     epochs = cfg.epochs
     if cfg.min_steps:
         epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
@@ -84,9 +96,11 @@ def run_training(
     run_dir: str | Path | None = None,
     progress_file: str | Path | None = None,
     link_latest: bool = True,
-) -> Path:
+) -> Path | None:
     """Train on `data_dir`; return the run folder (model.safetensors, metrics.json, plots).
 
+    In a process group every rank calls this; rank 0 writes the folder and returns it, the
+    others return None.
     progress_file: the plan, each epoch and the result as JSON lines (ProgressFile).
     link_latest: False leaves out_dir/latest where it is (the console deploys a run itself).
     """
@@ -105,19 +119,23 @@ def run_training(
     train_set, val_set, test_set = (data.subset(split[name]) for name in SPLIT_NAMES)
     plan = plan_training(cfg, train_set.labels, len(data.classes))
     sizes = ", ".join(f"{name} {len(split[name])}" for name in SPLIT_NAMES)
-    tqdm.write(
+    processes = f" x {distributed.world()} processes" if distributed.world() > 1 else ""
+    distributed.say(
         f"{len(data.paths)} images, {len(data.classes)} classes ({sizes}); {cfg.arch} on "
-        f"{device}; {plan.describe()}"
+        f"{device}{processes}; {plan.describe()}"
     )
     model = create_model(cfg.arch, len(data.classes))
     if cfg.init:
         from sightd.trainer.pretrained import load_init
 
-        tqdm.write(
+        distributed.say(
             f"started from ImageNet weights ({load_init(model, cfg.arch, cfg.init)} tensors)"
         )
-    run_dir = _new_run_dir(Path(cfg.out_dir), run_dir)
-    save_split(run_dir / "split.json", data, split, cfg.seed)
+    if not distributed.is_main():  # the other ranks train and write nothing
+        progress, run_dir = ProgressFile(None), None
+    else:
+        run_dir = new_run_dir(Path(cfg.out_dir), run_dir)
+        save_split(run_dir / "split.json", data, split, cfg.seed)
     progress.write(
         "plan",
         run_dir=str(run_dir),
@@ -125,6 +143,7 @@ def run_training(
         classes=data.classes,
         arch=cfg.arch,
         device=str(device),
+        processes=distributed.world(),
         **asdict(plan),
     )
 
@@ -139,6 +158,8 @@ def run_training(
         governor,
         lambda row: progress.write("epoch", epochs=plan.epochs, **row),
     )
+    if not distributed.is_main():
+        return None
     test_logits = logits_of(model, test_set, cfg, device)
     report = classification_report(test_set.labels, test_logits.argmax(dim=1), data.classes)
     temperature = 1.0
@@ -165,6 +186,7 @@ def run_training(
         "images": {name: len(split[name]) for name in SPLIT_NAMES},
         "data_dir": str(data_dir),
         "device": str(device),
+        "processes": distributed.world(),
         "plan": asdict(plan),
         "calibration": {
             "temperature": temperature,
@@ -177,13 +199,13 @@ def run_training(
         "per_class": report["per_class"],
         "confusion_matrix": report["confusion_matrix"],
     }
-    _write_report(run_dir, metrics, data.classes)
+    write_report(run_dir, metrics, data.classes)
     save_reliability(run_dir / "calibration.png", before, after)
-    linked = link_latest and _point_latest_at(Path(cfg.out_dir), run_dir)
+    linked = link_latest and point_latest_at(Path(cfg.out_dir), run_dir)
     where = f"{run_dir} ({Path(cfg.out_dir) / 'latest'} points here)" if linked else run_dir
     ece = metrics["calibration"]
     progress.write("done", run_dir=str(run_dir), test_accuracy=report["accuracy"], calibration=ece)
-    tqdm.write(
+    distributed.say(
         f"test accuracy {report['accuracy']:.4f}, calibration error "
         f"{ece['test_ece_before']:.3f} -> {ece['test_ece_after']:.3f} "
         f"(temperature {temperature:.2f}); wrote {where}"
@@ -211,7 +233,12 @@ def fit(
     steps on augmented batches), so what is validated is what will be saved and served.
     `on_epoch` is given each epoch's row (with the seconds elapsed) as it is printed.
     Returns (one dict per epoch, seconds spent in training steps).
+
+    In a process group (distributed.py) every rank runs this: each steps on its share of the
+    same global batches and scores its share of validation, and every figure a decision rests
+    on is summed over the ranks, so all of them stop at the same epoch and keep the same one.
     """
+    stepper = distributed.wrap(model, device)  # DDP where there are several ranks
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = None
     if plan.augment:
@@ -221,6 +248,8 @@ def fit(
     images = train_set.images.to(device)  # uint8 is small: the whole cache fits on the device
     labels = train_set.labels.to(device)
     statistics_images = images[torch.randperm(len(images))[:BATCH_NORM_IMAGES].to(device)]
+    shuffle = distributed.shared_generator(cfg.seed)  # the same global batches on every rank
+    distributed.seed_this_rank(cfg.seed)  # but augmentation drawn apart
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine_decay(step, plan.steps)
     )
@@ -231,16 +260,16 @@ def fit(
             governor.adapt()
         tick = time.perf_counter()
         loss, seen = train_epoch(
-            model, optimizer, images, labels, cfg, plan, augment, device, epoch, schedule
+            stepper, optimizer, images, labels, cfg, plan, augment, device, epoch, schedule, shuffle
         )
         train_seconds += time.perf_counter() - tick
         refresh_batch_norm(model, statistics_images, cfg, device)
-        val_logits = logits_of(model, val_set, cfg, device)
+        val_accuracy, val_loss = validate(model, val_set, cfg, device)
         row = {
             "epoch": epoch,
             "train_loss": loss,
-            "val_accuracy": float((val_logits.argmax(dim=1) == val_set.labels).float().mean()),
-            "val_loss": float(F.cross_entropy(val_logits, val_set.labels)),
+            "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
             "images": seen,
         }
         history.append(row)
@@ -249,14 +278,14 @@ def fit(
         else:
             since_best += 1
         elapsed = time.perf_counter() - start
-        tqdm.write(
+        distributed.say(
             f"epoch {epoch:>3}/{plan.epochs}  train loss {loss:.4f}  val accuracy "
             f"{row['val_accuracy']:.4f}  val loss {row['val_loss']:.4f}  elapsed {elapsed:.1f}s"
         )
         if on_epoch is not None:
             on_epoch({**row, "elapsed_s": round(elapsed, 3)})
         if since_best >= plan.patience and epoch < plan.epochs:
-            tqdm.write(
+            distributed.say(
                 f"stopping early: no progress for {since_best} epochs; best epoch {best['epoch']}"
             )
             break
@@ -264,30 +293,35 @@ def fit(
     return history, train_seconds
 
 
-class ProgressFile:
-    """`--progress-file`: what the run prints, as JSON lines for a program to follow (the
-    console's Teach page): {"event": "plan" | "epoch" | "done", ...}. The whole file is
-    rewritten atomically at each line, so a reader never sees half of one."""
-
-    def __init__(self, path: str | Path | None):
-        self.path, self.lines = path, []
-
-    def write(self, event: str, **fields) -> None:
-        if self.path is None:
-            return
-        self.lines.append(json.dumps({"event": event, **fields}))
-        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
-
-
 def _progress(row: dict) -> tuple[float, float]:
     """Better validation: higher accuracy, then lower loss (a tie on a small split is common)."""
     return row["val_accuracy"], -row["val_loss"]
 
 
+def validate(model, val_set: ImageSet, cfg: TrainConfig, device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on the validation split. With several ranks each scores
+    its share and the sums are added up: every rank gets the same two figures."""
+    part = val_set.subset(my_rows(len(val_set.labels))) if distributed.world() > 1 else val_set
+    correct, loss = 0.0, 0.0
+    if len(part.labels):
+        logits = logits_of(model, part, cfg, device)
+        correct = float((logits.argmax(dim=1) == part.labels).sum())
+        loss = float(F.cross_entropy(logits, part.labels, reduction="sum"))
+    correct, loss = distributed.all_sum([correct, loss], device)
+    return correct / len(val_set.labels), loss / len(val_set.labels)
+
+
+def my_rows(n: int):
+    """This rank's consecutive share of rows 0..n-1."""
+    return distributed.my_share(torch.arange(n)).numpy()
+
+
 @torch.no_grad()
 def refresh_batch_norm(model, images: torch.Tensor, cfg: TrainConfig, device) -> None:
     """Batch norm's running statistics recomputed for the current weights (a plain average over
-    `images`, not the trailing exponential one), leaving the model in eval mode."""
+    `images`, not the trailing exponential one), leaving the model in eval mode.
+
+    Several ranks share each batch out as in training and average what they found."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
@@ -295,9 +329,10 @@ def refresh_batch_norm(model, images: torch.Tensor, cfg: TrainConfig, device) ->
         norm.momentum = None  # None: a cumulative average over every batch seen
     model.train()
     for batch in images.split(cfg.batch_size):
-        if len(batch) >= 2:
+        if len(batch) >= distributed.smallest_batch():
             with autocast(device):
-                model(to_input(batch, cfg.mean, cfg.std))
+                model(to_input(distributed.my_share(batch), cfg.mean, cfg.std))
+    distributed.average_batch_norm(model)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.eval()
@@ -315,29 +350,31 @@ def logits_of(model, data: ImageSet, cfg: TrainConfig, device) -> torch.Tensor:
 
 
 def train_epoch(
-    model, optimizer, images, labels, cfg, plan, augment, device, epoch, schedule=None
+    model, optimizer, images, labels, cfg, plan, augment, device, epoch, schedule=None, shuffle=None
 ) -> tuple[float, int]:
-    """One shuffled pass; returns (mean training loss, images seen)."""
+    """One shuffled pass; returns (mean training loss, images seen, by every rank together).
+
+    `shuffle`: a generator that draws the same order on every rank (None: the global one)."""
     model.train()
-    order = torch.randperm(len(labels), device=labels.device)
     total, seen = torch.zeros((), device=device), 0
-    batches = order.split(plan.batch_size)
-    for index in tqdm(batches, desc=f"epoch {epoch}/{plan.epochs}", leave=False, disable=None):
-        if len(index) < 2:
-            continue  # batch norm cannot train on a single image
+    steps = distributed.epoch_batches(len(labels), plan.batch_size, shuffle, labels.device)
+    for index, weight in tqdm(
+        steps, desc=f"epoch {epoch}/{plan.epochs}", leave=False, disable=bar_off()
+    ):
         batch = images[index]
         if augment is not None:
             batch = augment(batch)
         with autocast(device):
             loss = F.cross_entropy(model(to_input(batch, cfg.mean, cfg.std)), labels[index])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if weight == 1 else loss * weight).backward()
         optimizer.step()
         if schedule is not None:
             schedule.step()
         total += loss.detach() * len(index)  # no .item(): keeps the GPU from waiting on us
         seen += len(index)
-    return float(total) / max(seen, 1), seen
+    total, seen = distributed.all_sum([float(total), seen], device)
+    return total / max(seen, 1), int(seen)
 
 
 def cosine_decay(step: int, total_steps: int) -> float:
@@ -347,41 +384,3 @@ def cosine_decay(step: int, total_steps: int) -> float:
     epoch to epoch; decaying it lets the last epochs settle into a minimum.
     """
     return 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-
-
-def _write_report(run_dir: Path, metrics: dict, classes: list[str]) -> None:
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-    save_curves(run_dir / "curves.png", metrics["epochs"])
-    matrix = metrics["confusion_matrix"]
-    save_confusion_matrix(run_dir / "confusion_matrix.png", matrix, classes, "test split")
-
-
-def _new_run_dir(out_dir: Path, run_dir: str | Path | None) -> Path:
-    if run_dir is not None:
-        path = Path(run_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
-    while True:  # two runs started in the same second get -2, -3, ...
-        path = out_dir / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            n += 1
-
-
-def _point_latest_at(out_dir: Path, run_dir: Path) -> bool:
-    """out_dir/latest -> run_dir, swapped atomically (a reader never sees it missing).
-
-    Only runs inside out_dir are linked: `--out elsewhere` must not move what the daemon loads.
-    """
-    if run_dir.resolve().parent != out_dir.resolve():
-        return False
-    latest = out_dir / "latest"
-    if latest.exists() and not latest.is_symlink():
-        raise SightdError(
-            f"{latest} exists and is not a symlink; move it away so it can point at the newest run"
-        )
-    atomic_symlink(latest, run_dir.name)
-    return True
