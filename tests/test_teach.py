@@ -134,7 +134,7 @@ def test_training_arguments_are_checked_and_one_run_goes_at_a_time(tmp_path):
             (s := client.get("/api/teach/train").json())["state"] not in ("starting", "training")
             and s
         ),
-        60,
+        240,  # a trainer process at nice 10 importing torch, on a loaded machine
         "the training run to end",
     )
     assert state["state"] == "error" and "one class folder" in state["reason"], state
