@@ -206,6 +206,13 @@ def measure(pipeline: Pipeline, seconds: float, warmup: float, viewers: list[Vie
     return result
 
 
+def served_by(url: str) -> str:
+    """The worker's engine and device, as its status (the console's model card) names them:
+    the config leaves model.engine at its default, auto."""
+    model = httpx.get(f"{url}/api/state", timeout=10).json().get("model") or {}
+    return f"{model.get('engine')} on {model.get('device')}"
+
+
 def frame_kb(video: Path) -> float:
     """The size of the scene's frames as the capture publishes them (JPEG q90), on average."""
     import cv2
@@ -246,6 +253,7 @@ def main() -> None:
             "console, 1 stalled viewer": lambda: [Viewer(pipeline.url, stalled=True)],
             "console, 3 viewers": lambda: [Viewer(pipeline.url) for _ in range(3)],
         }
+        engine = served_by(pipeline.url)
         for name, viewers in phases.items():
             rows[name] = measure(pipeline, args.seconds, args.warmup, viewers())
     finally:
@@ -254,7 +262,10 @@ def main() -> None:
 
     loads = f"load {load[0]:.2f} -> {load[1]:.2f}"
     size = f"{frame_kb(video):.0f} KB a frame"
-    print(f"\n{args.fps:g} fps, 640x480 JPEG ({size}), {args.seconds:g} s per phase, {loads}\n")
+    print(
+        f"\n{args.fps:g} fps, 640x480 JPEG ({size}), {args.seconds:g} s per phase, {loads}, "
+        f"model served by {engine}\n"
+    )
     print("| phase | latency p50 | p95 | http CPU | infer CPU | capture CPU | MJPEG read |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
@@ -267,7 +278,11 @@ def main() -> None:
     print(f"\nconsole CPU per viewer at {args.fps:g} fps: {(three - one) / 2:.1f}% of a core")
     if args.out:
         args.out.write_text(
-            json.dumps({"rows": rows, "load": load, "args": vars(args)}, default=str, indent=1)
+            json.dumps(
+                {"rows": rows, "load": load, "engine": engine, "args": vars(args)},
+                default=str,
+                indent=1,
+            )
         )
 
 

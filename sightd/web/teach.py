@@ -154,8 +154,11 @@ async def _json_body(request: Request) -> dict:
 def _disk_error(exc: OSError) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     hint = ""
-    if exc.errno == errno.EROFS:  # sightd's systemd unit keeps runs/ read-only
-        hint = "; under systemd, the unit's ReadOnlyPaths may name this folder"
+    if exc.errno == errno.EROFS:  # a systemd unit older than this config's folders
+        hint = (
+            "; under systemd, the unit must name this folder in ReadWritePaths: write it "
+            "again with `sightd service install`"
+        )
     return f"{exc.strerror or exc}{where}{hint}"
 
 
