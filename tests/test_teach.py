@@ -155,9 +155,11 @@ def test_the_training_state_streams_each_change_without_being_asked(tmp_path):
     config = SightdConfig.model_validate({"train": {"data_dir": str(tmp_path / "data")}})
     trainer = Trainer(config, DataSet(config.train.data_dir))
 
+    stopping = threading.Event()
+
     async def follow() -> list[dict]:
         seen: list[dict] = []
-        stream = progress_events(trainer)
+        stream = progress_events(trainer, stopping)
         assert (await asyncio.wait_for(anext(stream), 5)).startswith("retry:")
         async for chunk in stream:
             if chunk.startswith("event: train\n"):
@@ -165,7 +167,11 @@ def test_the_training_state_streams_each_change_without_being_asked(tmp_path):
                 if len(seen) == 1:  # when a run starts after the page opened
                     trainer.start({"epochs": 1})
                 elif seen[-1]["state"] not in ("starting", "training"):
-                    return seen
+                    break
+        stopping.set()  # when the server stops, the stream ends
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 5)
+        return seen
 
     seen = asyncio.run(asyncio.wait_for(follow(), 90))
     # then the page heard idle, the start, and the end with the trainer's reason, unasked

@@ -160,12 +160,15 @@ def run_http(config: SightdConfig, runtime: Runtime) -> None:
     HttpComponent(config, runtime).run()
 
 
-def extra_routes(config: SightdConfig) -> dict[str, list[BaseRoute]]:
-    """The Explain and Teach pages' routes, from their own modules."""
+def extra_routes(
+    config: SightdConfig, stopping: threading.Event | None = None
+) -> dict[str, list[BaseRoute]]:
+    """The Explain and Teach pages' routes, from their own modules; `stopping` ends their
+    streams when the server stops."""
     from sightd.web.explain_routes import explain_routes
     from sightd.web.teach import teach_routes
 
-    return {"explain": list(explain_routes(config)), "teach": list(teach_routes(config))}
+    return {"explain": list(explain_routes(config)), "teach": list(teach_routes(config, stopping))}
 
 
 class HttpComponent(Component):
@@ -180,11 +183,12 @@ class HttpComponent(Component):
         cameras = [camera.name for camera in config.cameras]
         self.hub = Hub(cameras, config.transport.status_interval, config.model.path)
         self.relay = Relay(config)
+        self.stopping = threading.Event()
         routes: list[BaseRoute] = []
         if config.http.console:
             from sightd.web.console import console_routes
 
-            extras = extra_routes(config)
+            extras = extra_routes(config, self.stopping)
             self.hub.features = {name: True for name in extras}
             routes = [*console_routes(config, self.hub, self.relay)]
             routes += [route for found in extras.values() for route in found]
@@ -216,6 +220,7 @@ class HttpComponent(Component):
 
     def close(self) -> None:
         self.hub.close()  # the streams end, so uvicorn's shutdown need not wait them out
+        self.stopping.set()  # ... the Teach page's too
         self.relay.close()
         self.server.stop()
         self.reader.close()

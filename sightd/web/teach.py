@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,9 @@ MAX_BODY = 4096  # bytes of JSON a request may send: every body here is a few fi
 NO_CACHE = {"Cache-Control": "no-cache"}  # a new sightd's page is never an old one
 
 
-def teach_routes(config: SightdConfig) -> list[BaseRoute]:
+def teach_routes(config: SightdConfig, stopping: threading.Event | None = None) -> list[BaseRoute]:
+    """`stopping`, set when the server stops, ends the training streams at once (uvicorn
+    would otherwise wait its grace period for them)."""
     data = DataSet(config.train.data_dir)
     recorder, trainer, runs = Recorder(config, data), Trainer(config, data), Runs(config)
 
@@ -73,7 +76,7 @@ def teach_routes(config: SightdConfig) -> list[BaseRoute]:
 
     async def train_stream(request: Request) -> StreamingResponse:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        events = progress_events(trainer)
+        events = progress_events(trainer, stopping)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     post = {"methods": ["POST"], "body": True}

@@ -170,13 +170,13 @@ class Trainer:
             self._generation += 1
 
 
-async def progress_events(trainer: Trainer):
+async def progress_events(trainer: Trainer, stopping: threading.Event | None = None):
     """A page's stream of the training state: one `train` event at once, then one whenever the
     progress file or the state changes, and once a second while a run starts (its elapsed
-    time). It ends when the page goes (Starlette cancels it) or the server stops."""
+    time). It ends when the page goes (Starlette cancels it) or `stopping` is set."""
     yield "retry: 2000\n\n"
     seen, sent_at = None, 0.0
-    while True:
+    while stopping is None or not stopping.is_set():
         signature = trainer.signature()
         now = time.monotonic()
         if signature != seen or (trainer.active() and now - sent_at >= 1.0):
