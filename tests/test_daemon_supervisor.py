@@ -259,12 +259,19 @@ def test_a_child_stopped_by_a_user_error_is_given_up_at_once(supervise, tmp_path
 
 
 def test_off_the_hub_a_supervisor_binds_no_bus_and_is_ready_once_its_children_beat(
-    config_file, tmp_path
+    config_file, tmp_path, monkeypatch
 ):
+    import socket
+
     from sightd.daemon.roles import Plan
     from sightd.transport import bind
 
-    # given a camera host's supervisor (no subscribers role: the hub is elsewhere)
+    # given systemd listening, and a camera host's supervisor (the hub is elsewhere)
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
     config = load_config(config_file())
     pid_file = tmp_path / "capture.pid"
     specs = [spec("capture:cam0", "beat_until_stopped", str(pid_file), group="captures")]
@@ -273,9 +280,13 @@ def test_off_the_hub_a_supervisor_binds_no_bus_and_is_ready_once_its_children_be
     thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        # when its child beats, then it is ready, with no worker to wait for
+        # when its child beats, then it is ready, with no worker to wait for, and systemd
+        # hears READY and then watchdog pings while the capture runs
         wait_for(lambda: supervisor.ready, 20, "the supervisor to be ready")
         assert supervisor.name == "supervisor:capture"
+        systemd.settimeout(10)
+        heard = [systemd.recv(100).decode() for _ in range(3)]
+        assert "READY=1" in heard and "WATCHDOG=1" in heard, heard
         # and the status bus's endpoints are free for the hub to bind
         transport = config.transport
         for endpoint in (transport.status_in, transport.status):
@@ -283,4 +294,5 @@ def test_off_the_hub_a_supervisor_binds_no_bus_and_is_ready_once_its_children_be
     finally:
         stop.set()
         thread.join(30)
+        systemd.close()
     assert read(pid_file.with_suffix(".stopped")) == "capture:cam0\n"
