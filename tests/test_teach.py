@@ -8,6 +8,7 @@ real `sightd run` (its HTTP server, its camera on the bus, its worker's hot relo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -173,7 +174,9 @@ def test_the_training_state_streams_each_change_without_being_asked(tmp_path):
             await asyncio.wait_for(anext(stream), 5)
         return seen
 
-    seen = asyncio.run(asyncio.wait_for(follow(), 90))
+    # (in a thread: Playwright's sync API, when a browser test ran first, holds this one's loop)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        seen = pool.submit(asyncio.run, asyncio.wait_for(follow(), 90)).result()
     # then the page heard idle, the start, and the end with the trainer's reason, unasked
     states = [s["state"] for s in seen]
     assert states[0] == "idle" and states[1] == "starting" and states[-1] == "error", states
