@@ -15,15 +15,26 @@ written by this script. Both decode every file once, and that time is counted:
 Figures: end-to-end (decode + all epochs) and steady state (median epoch after the first).
 Other work on the machine skews both (unevenly: it hurts multi-threaded maths most), so the
 load average is printed; trust a run whose load stayed below the number of cores.
+
+Then several processes: `sightd train --nproc 1` against `--nproc 2` on the CPU, whole commands
+on the same photos, taking turns for --rounds rounds (train_images_per_s from metrics.json:
+images through the training steps per second of them, and the command's wall time). Where CUDA
+is available the same comparisons run on it, with no flag to change: the seed-style loop
+against sightd's in one process, then `--device cuda --nproc 1` and `--nproc <GPU count>`, each
+against the seed-style loop's training steps.
 Usage: python benchmarks/train_throughput.py [--images 640] [--epochs 3] [--arch seed] [--augment]
+       [--rounds 2] [--skip-cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from sightd.config import TrainConfig
+from sightd.cpu import usable_cpus
 from sightd.model import create_model
 from sightd.trainer import evaluate
 from sightd.trainer.augment import Augment
@@ -85,13 +97,13 @@ class SeedDataset(Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
-def baseline(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig):
+def baseline(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig, device="cpu"):
     """Decode as the seed did; return (decode seconds, a function that trains one epoch)."""
     start = time.perf_counter()
     images = [cv2.cvtColor(cv2.imread(str(root / p)), cv2.COLOR_BGR2RGB) for p in paths]
     decode = time.perf_counter() - start
     loader = DataLoader(SeedDataset(images, labels), batch_size=cfg.batch_size, shuffle=True)
-    model = create_model(cfg.arch, CLASSES)
+    model = create_model(cfg.arch, CLASSES).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     criterion = torch.nn.CrossEntropyLoss()
 
@@ -99,29 +111,38 @@ def baseline(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig):
         model.train()
         for x, y in loader:
             optimizer.zero_grad()
-            loss = criterion(model(x), y)
+            loss = criterion(model(x.to(device)), y.to(device))
             loss.backward()
             optimizer.step()
+        synchronize(device)
 
     return decode, epoch
 
 
-def sightd(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig):
+def sightd(root: Path, paths: list[str], labels: list[int], cfg: TrainConfig, device="cpu"):
     """Decode into sightd's cache; return (decode seconds, a function that trains one epoch)."""
     start = time.perf_counter()
     images, kept = decode_files(root, paths, cfg.image_size)
     decode = time.perf_counter() - start
     assert len(kept) == len(paths)
-    targets, device = torch.tensor(labels), torch.device("cpu")
-    model = create_model(cfg.arch, CLASSES).to(memory_format=torch.channels_last)
+    device = torch.device(device)
+    images, targets = images.to(device), torch.tensor(labels).to(device)
+    model = create_model(cfg.arch, CLASSES).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment = Augment() if cfg.augment is True else None
     plan = Plan(cfg.batch_size, cfg.epochs, 0, augment is not None, cfg.epochs, "benchmark")
 
     def epoch(number: int) -> None:
         train_epoch(model, optimizer, images, targets, cfg, plan, augment, device, number)
+        synchronize(device)
 
     return decode, epoch
+
+
+def synchronize(device) -> None:
+    """An epoch ends when the GPU is done with it, not when its last step is queued."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 @contextlib.contextmanager
@@ -146,41 +167,24 @@ def report(name: str, count: int, decode: float, epoch_times: list[float]) -> tu
     return end_to_end, steady
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=640)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--arch", default="seed")
-    parser.add_argument("--augment", action="store_true", help="sightd augments (more work)")
-    args = parser.parse_args()
-    # else the defaults for a set this size: batch 64, 64 px (640 photos: augmentation off)
-    cfg = TrainConfig(arch=args.arch, augment=args.augment)
-    torch.manual_seed(0)
-    load = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "photos"
-        write_photos(root, args.images)
-        _, paths, labels = scan_folder(root)
-        print(
-            f"{len(paths)} JPEG photos 640x480, {CLASSES} classes, arch {cfg.arch}, batch "
-            f"{cfg.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} torch threads, "
-            f"sightd augmentation {cfg.augment}, "
-            f"bfloat16 autocast on this CPU: {evaluate.has_fast_bf16(torch.device('cpu'))}"
-        )
-        ours = "sightd (augment)" if cfg.augment else "sightd (defaults)"
-        names = ["baseline (seed pipeline)", ours, f"{ours[:-1]}, float32)"]
-        runs = [baseline(root, paths, labels, cfg), sightd(root, paths, labels, cfg)]
-        runs.append(sightd(root, paths, labels, cfg))
-        times: list[list[float]] = [[], [], []]
-        # Epochs interleave (baseline, sightd, sightd float32, baseline, ...) so that a change in
-        # machine load during the run hits all three alike.
-        for number in range(1, args.epochs + 1):
-            for i, (_, epoch) in enumerate(runs):
-                with float32_only(i == 2):
-                    tick = time.perf_counter()
-                    epoch(number)
-                    times[i].append(time.perf_counter() - tick)
-    print(f"load average (1 min) at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+def in_process(root: Path, paths, labels, cfg: TrainConfig, epochs: int, device: str) -> float:
+    """The seed-style loop, sightd's and sightd's in float32, epochs interleaved (a change in
+    load hits all three alike); returns the seed-style loop's training-step img/s."""
+    ours = "sightd (augment)" if cfg.augment else "sightd (defaults)"
+    names = [
+        f"baseline (seed pipeline) {device}",
+        f"{ours} {device}",
+        f"{ours[:-1]}, float32) {device}",
+    ]
+    runs = [baseline(root, paths, labels, cfg, device), sightd(root, paths, labels, cfg, device)]
+    runs.append(sightd(root, paths, labels, cfg, device))
+    times: list[list[float]] = [[], [], []]
+    for number in range(1, epochs + 1):
+        for i, (_, epoch) in enumerate(runs):
+            with float32_only(i == 2):
+                tick = time.perf_counter()
+                epoch(number)
+                times[i].append(time.perf_counter() - tick)
     figures = [report(n, len(paths), r[0], t) for n, r, t in zip(names, runs, times, strict=True)]
     base = figures[0]
     for name, (end_to_end, steady) in zip(names[1:], figures[1:], strict=True):
@@ -188,6 +192,90 @@ def main() -> None:
             f"ratio {name} / baseline: end-to-end {end_to_end / base[0]:.2f}x, "
             f"steady state {steady / base[1]:.2f}x"
         )
+    return len(paths) * epochs / sum(times[0])
+
+
+def train_command(root: Path, out: Path, cfg: TrainConfig, epochs: int, nproc: int, device: str):
+    """`sightd train --nproc N` as a user runs it; (its train_images_per_s, wall seconds)."""
+    (out.parent / "empty.yaml").write_text("{}\n")
+    command = [sys.executable, "-m", "sightd", "train", str(root), "--out", str(out)]
+    command += ["-c", str(out.parent / "empty.yaml"), "--no-latest", "--arch", cfg.arch]
+    command += ["--epochs", str(epochs), "--min-steps", "0", "--patience", str(epochs)]
+    command += ["--augment", "on" if cfg.augment else "off", "--device", device]
+    command += ["--nproc", str(nproc)]
+    tick = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - tick
+    return json.loads((out / "metrics.json").read_text())["train_images_per_s"], wall
+
+
+def processes(root: Path, cfg, epochs: int, rounds: int, device: str, counts: list[int]):
+    """`--nproc` counts taking turns for `rounds`; medians; returns {nproc: img/s}."""
+    figures: dict[int, list[tuple[float, float]]] = {n: [] for n in counts}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for n in counts:
+                load = os.getloadavg()[0]
+                rate, wall = train_command(
+                    root, Path(tmp) / f"{device}-{n}-{r}", cfg, epochs, n, device
+                )
+                figures[n].append((rate, wall))
+                print(
+                    f"round {r + 1}: sightd train --device {device} --nproc {n}: train "
+                    f"{rate:7.1f} img/s, wall {wall:6.1f} s (load average {load:.1f} at start)"
+                )
+    medians = {n: statistics.median(rate for rate, _ in runs) for n, runs in figures.items()}
+    walls = {n: statistics.median(wall for _, wall in runs) for n, runs in figures.items()}
+    for n in counts:
+        print(
+            f"median --nproc {n} on {device}: train {medians[n]:7.1f} img/s "
+            f"({medians[n] / medians[counts[0]]:.2f}x --nproc {counts[0]}), wall {walls[n]:.1f} s"
+        )
+    return medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--arch", default="seed")
+    parser.add_argument("--augment", action="store_true", help="sightd augments (more work)")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of each --nproc count")
+    parser.add_argument("--skip-cpu", action="store_true", help="only the CUDA figures")
+    args = parser.parse_args()
+    # else the defaults for a set this size: batch 64, 64 px (640 photos: augmentation off)
+    cfg = TrainConfig(arch=args.arch, augment=args.augment)
+    torch.manual_seed(0)
+    load = os.getloadavg()
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        write_photos(root, args.images)
+        _, paths, labels = scan_folder(root)
+        print(
+            f"{len(paths)} JPEG photos 640x480, {CLASSES} classes, arch {cfg.arch}, batch "
+            f"{cfg.batch_size}, {args.epochs} epochs, {torch.get_num_threads()} torch threads, "
+            f"{len(usable_cpus())} usable cores, sightd augmentation {cfg.augment}, "
+            f"bfloat16 autocast on this CPU: {evaluate.has_fast_bf16(torch.device('cpu'))}, "
+            f"GPUs: {torch.cuda.device_count() if cuda else 0}"
+        )
+        if not args.skip_cpu:
+            in_process(root, paths, labels, cfg, args.epochs, "cpu")
+            processes(root, cfg, args.epochs, args.rounds, "cpu", [1, 2])
+        if cuda:
+            print(f"CUDA: {torch.cuda.get_device_name(0)}")
+            seed_style = in_process(root, paths, labels, cfg, args.epochs, "cuda")
+            torch.cuda.empty_cache()  # the GPU memory of those runs, for the commands' ranks
+            gpus = torch.cuda.device_count()
+            rates = processes(root, cfg, args.epochs, args.rounds, "cuda", sorted({1, gpus}))
+            for n, rate in rates.items():
+                print(
+                    f"ratio sightd train --device cuda --nproc {n} / seed-style loop on one "
+                    f"GPU (training steps): {rate / seed_style:.2f}x"
+                )
+        else:
+            print("CUDA: not available here; the CUDA figures need a machine with a GPU")
+    print(f"load average (1 min) at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
