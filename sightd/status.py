@@ -46,23 +46,41 @@ def read_status(config: SightdConfig, seconds: float) -> dict[str, dict]:
 
 
 def format_status(latest: dict[str, dict]) -> list[str]:
-    """A table with one row per component (children the supervisor reports included), labels."""
-    rows = {name: dict(body) for name, body in latest.items() if name != "supervisor"}
-    supervisor = latest.get("supervisor", {})
-    for name, child in supervisor.get("children", {}).items():
-        row = rows.setdefault(name, {})
-        row["restarts"] = child.get("restarts", 0)
-        if child.get("state") != "running":  # given up or waiting to restart: it cannot say so
-            row.update(state=child.get("state"), last_failure=child.get("last_failure"))
+    """A table with one row per component (the children every supervisor reports included),
+    then one line per supervisor (the hub's `supervisor`, other hosts' `supervisor:<share>`),
+    the cameras a down worker leaves unlabelled, and the labels."""
+    supervisors = {name: body for name, body in latest.items() if is_supervisor(name)}
+    rows = {name: dict(body) for name, body in latest.items() if name not in supervisors}
+    for supervisor in supervisors.values():
+        for name, child in supervisor.get("children", {}).items():
+            row = rows.setdefault(name, {})
+            row["restarts"] = child.get("restarts", 0)
+            if child.get("state") != "running":  # given up or waiting to restart: it cannot say
+                row.update(state=child.get("state"), last_failure=child.get("last_failure"))
     header = f"{'component':<24} {'state':<10} {'fps':>6} {'dropped':>8} {'latency':>9}  notes"
     lines = [header] + [_row(name, rows[name]) for name in sorted(rows)]
-    if supervisor:
-        given_up = ", ".join(supervisor.get("given_up", [])) or "none"
-        lines.append(f"supervisor: {supervisor.get('state')}, given up on: {given_up}")
+    lines += [_supervisor_line(name, supervisors[name]) for name in sorted(supervisors)]
+    for name in sorted(supervisors):
+        for camera, why in sorted(supervisors[name].get("cameras_affected", {}).items()):
+            lines.append(f"camera {camera} gets no labels: {why} (says {name})")
     labels = {cam: lab for body in latest.values() for cam, lab in body.get("labels", {}).items()}
     for camera, label in sorted(labels.items()):
         lines.append(f"label {camera}: {label if label is not None else '(none stable yet)'}")
     return lines
+
+
+def is_supervisor(name: str) -> bool:
+    """The hub's supervisor is `supervisor`; another host's names its share after a colon."""
+    return name == "supervisor" or name.startswith("supervisor:")
+
+
+def _supervisor_line(name: str, body: dict) -> str:
+    state = f"{body.get('state')}: {body['reason']}" if body.get("reason") else body.get("state")
+    given_up = ", ".join(body.get("given_up", [])) or "none"
+    line = f"{name}: {state}, given up on: {given_up}"
+    if body.get("roles"):
+        line += f"; roles: {', '.join(body['roles'])}"
+    return line
 
 
 def _row(name: str, body: dict) -> str:

@@ -112,3 +112,13 @@ class MessageLog:
 def write_config(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def sightd_status(config: Path, seconds: float = 3.0) -> str:
+    """What `sightd status` prints for `config`, run as a user would, in its own process."""
+    command = [sys.executable, "-m", "sightd", "status", "-c", str(config)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [*command, "--seconds", str(seconds)], capture_output=True, text=True, env=env, timeout=120
+    )
+    return result.stdout + result.stderr

@@ -8,11 +8,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import free_port, wait_for
 from daemon_support import colour_video
-from deploy_support import Hosts, MessageLog, write_config
+from deploy_support import Hosts, MessageLog, sightd_status, write_config
 
 from sightd.cli import main
 from sightd.config import SightdConfig
 from sightd.daemon.roles import Plan, make_plan, pipeline_specs
+from sightd.status import format_status
 
 TWO_CAMERAS = {
     "cameras": [{"name": "cam0", "source": "synthetic"}, {"name": "cam1", "source": "synthetic"}],
@@ -124,6 +125,11 @@ def test_a_camera_host_and_a_worker_hub_host_make_one_pipeline(tmp_path, color_c
             messages.status("supervisor:capture")[-1]["children"]
         )
         assert set(messages.status("supervisor")[-1]["children"]) == {"infer", "subscriber:log"}
+        # and `sightd status` shows both supervisors with their roles, not as component rows
+        shown = wait_for(
+            lambda: _both_supervisors(sightd_status(config)), 60, "both in sightd status"
+        )
+        assert not [line for line in shown if line.startswith("supervisor:capture ")], shown
 
         # when the camera host's supervisor is killed (SIGKILL: no chance to clean up)
         cameras.kill(group=False)
@@ -141,3 +147,51 @@ def test_a_camera_host_and_a_worker_hub_host_make_one_pipeline(tmp_path, color_c
         assert not messages.labels("cam0", gone) and not messages.labels("cam1", gone)
     finally:
         hosts.close()
+
+
+def test_status_shows_each_hosts_supervisor_its_roles_and_the_cameras_a_down_worker_affects():
+    # given what `sightd status` heard from a hub, a camera host and a worker host whose
+    # worker a was killed and given up on
+    heard = {
+        "capture:cam0": {"state": "online", "fps": 5.0},
+        "infer:b": {"state": "online", "fps": 5.0, "labels": {"cam1": "red"}},
+        "supervisor": {"state": "online", "roles": ["subscribers"], "given_up": []},
+        "supervisor:capture[cam0]": {
+            "state": "online",
+            "roles": ["capture"],
+            "children": {"capture:cam0": {"state": "running", "restarts": 2}},
+        },
+        "supervisor:infer": {
+            "state": "online",
+            "roles": ["infer"],
+            "given_up": ["infer:a"],
+            "children": {
+                "infer:a": {"state": "given-up", "last_failure": "exited with code -9"},
+                "infer:b": {"state": "running", "restarts": 0},
+            },
+            "cameras_affected": {"cam0": "infer:a given-up: exited with code -9"},
+        },
+    }
+    lines = format_status(heard)
+    rows = {line.split()[0]: line for line in lines[1:] if not line.startswith("supervisor")}
+    # then no supervisor is a component row: each is one line with its state and roles
+    assert "supervisor:capture[cam0]" not in rows and "supervisor:infer" not in rows
+    assert "supervisor: online, given up on: none; roles: subscribers" in lines
+    assert "supervisor:capture[cam0]: online, given up on: none; roles: capture" in lines
+    assert "supervisor:infer: online, given up on: infer:a; roles: infer" in lines
+    # and the children other hosts' supervisors report are rows too, with their history
+    assert "restarts 2" in rows["capture:cam0"]
+    assert rows["infer:a"].split()[1] == "given-up" and "exited with code -9" in rows["infer:a"]
+    # and the camera a down worker leaves unlabelled is named, with why and who says so
+    affected = "camera cam0 gets no labels: infer:a given-up: exited with code -9"
+    assert f"{affected} (says supervisor:infer)" in lines
+    assert "label cam1: red" in lines
+
+
+def _both_supervisors(output: str) -> list[str] | None:
+    lines = output.splitlines()
+    wanted = [
+        "supervisor:capture: online, given up on: none; roles: capture",
+        "supervisor: online, given up on: none; roles: infer, subscribers",
+    ]
+    return lines if all(line in lines for line in wanted) else None

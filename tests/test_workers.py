@@ -8,7 +8,7 @@ import time
 
 from conftest import free_port, wait_for
 from daemon_support import colour_video
-from deploy_support import Hosts, MessageLog, write_config
+from deploy_support import Hosts, MessageLog, sightd_status, write_config
 
 from sightd.config import SightdConfig
 from sightd.daemon.workers import worker_config
@@ -69,6 +69,9 @@ def test_two_workers_split_the_cameras_and_one_dying_stops_only_its_own(tmp_path
             lambda: _affected(messages, killed), 30, "status naming cam0", hosts.tails
         )
         assert list(affected) == ["cam0"] and affected["cam0"].startswith("infer:a given-up")
+        # and `sightd status` says so in words: the worker's row, and the camera it leaves
+        shown = wait_for(lambda: _says_affected(sightd_status(config)), 60, "cam0 in sightd status")
+        assert any(line.split()[:2] == ["infer:a", "given-up"] for line in shown), shown
         # and cam1 keeps labelling while cam0 gets no label inferred after the kill
         messages.wait_labels("cam1", 5, killed, 60, hosts.tails)
         late = [m for m in messages.labels("cam0") if m["inferred_at"] > killed]
@@ -89,3 +92,9 @@ def _affected(messages: MessageLog, after: float) -> dict | None:
         if status["at"] > after and status.get("cameras_affected"):
             return status["cameras_affected"]
     return None
+
+
+def _says_affected(output: str) -> list[str] | None:
+    lines = output.splitlines()
+    affected = "camera cam0 gets no labels: infer:a given-up: exited with code -9 (says supervisor)"
+    return lines if affected in lines else None
