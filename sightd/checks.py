@@ -137,6 +137,15 @@ def network_problems(config: SightdConfig, where: str = "") -> list[Problem]:
     ]
 
 
+def refuse_insecure_network(config: SightdConfig, config_path: str | None) -> None:
+    """Stop before anything binds when network_problems finds one: what `sightd run`,
+    `sightd capture` and `sightd infer` all check (the first is enough; `sightd check-config`
+    lists them all)."""
+    insecure = network_problems(config, f"{config_path}: " if config_path else "")
+    if insecure:
+        raise SightdError(insecure[0].text)
+
+
 def _http(config: SightdConfig, where: str) -> list[Problem]:
     """What the HTTP server would refuse at start: a network listen without its token."""
     from sightd.web.security import console_token

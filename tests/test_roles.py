@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
+import zmq
 from click.testing import CliRunner
 from conftest import free_port, wait_for
 from daemon_support import colour_video
@@ -80,13 +83,48 @@ def test_the_roles_can_come_from_the_environment_as_a_systemd_drop_in_sets_them(
     assert result.exit_code == 1 and "no worker named 'gpu'" in result.output
 
 
-def test_run_refuses_an_endpoint_beyond_loopback_without_curve(config_file):
-    path = config_file(transport={"labels": "tcp://0.0.0.0:5551"})
-    result = CliRunner().invoke(main, ["run", "-c", str(path), "--role", "infer"])
-    assert result.exit_code == 1
-    assert "transport.labels: tcp://0.0.0.0:5551 can be reached from other machines" in (
-        result.output
+@pytest.mark.parametrize(
+    "command", [["run", "--role", "infer"], ["run", "--role", "capture"], ["capture"], ["infer"]]
+)
+def test_run_capture_and_infer_refuse_an_endpoint_beyond_loopback_without_curve(
+    config_file, command
+):
+    # given a config whose labels are bound on every interface, without CURVE
+    path = config_file(
+        cameras=[{"name": "cam0", "source": "synthetic"}],
+        transport={"labels": "tcp://0.0.0.0:5551"},
     )
+    # when any command that binds or connects the bus starts, then it stops in one line
+    result = CliRunner().invoke(main, [command[0], "-c", str(path), *command[1:]])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"Error: {path}: transport.labels: tcp://0.0.0.0:5551 can be reached from other "
+        "machines but transport.curve is false; set transport.curve: true (docs/security.md: "
+        "`sightd keys generate`), or transport.insecure_network: true on a network you trust"
+    ]
+
+
+def test_capture_alone_serves_beyond_loopback_once_insecure_network_says_so(config_file):
+    # given camera frames bound on every interface, on a network the user says to trust
+    port = free_port()
+    path = config_file(
+        cameras=[{"name": "cam0", "source": "synthetic", "fps": 5}],
+        transport={"frames": f"tcp://0.0.0.0:{port}", "insecure_network": True},
+    )
+    command = [sys.executable, "-m", "sightd", "capture", "-c", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    frames = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        frames.setsockopt(zmq.SUBSCRIBE, b"frame.cam0")
+        frames.connect(f"tcp://127.0.0.1:{port}")
+        # when `sightd capture` runs alone, then it is not refused and its frames arrive
+        got = wait_for(lambda: frames.poll(100) and frames.recv_multipart(), 120, "a frame")
+        assert got[0] == b"frame.cam0" and process.poll() is None
+    finally:
+        frames.close(linger=0)
+        process.terminate()
+        out = process.communicate(timeout=30)[0].decode(errors="replace")
+    assert "can be reached from other machines" not in out
 
 
 def test_a_camera_host_and_a_worker_hub_host_make_one_pipeline(tmp_path, color_checkpoint):

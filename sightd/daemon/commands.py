@@ -64,7 +64,7 @@ def run(
     loaded (on a host without a worker: once every part runs) and feeds the watchdog while
     labels flow.
     """
-    from sightd.checks import network_problems
+    from sightd.checks import refuse_insecure_network
     from sightd.config import load_config
     from sightd.daemon.roles import make_plan
     from sightd.daemon.supervisor import Supervisor, serve
@@ -75,9 +75,7 @@ def run(
     if log_level:
         config = config.model_copy(update={"log_level": log_level})
     plan = make_plan(config, roles, cameras, workers)
-    insecure = network_problems(config, f"{config_path}: " if config_path else "")
-    if insecure:  # the first is enough to stop; `sightd check-config` lists them all
-        raise SightdError(insecure[0].text)
+    refuse_insecure_network(config, config_path)
     if "subscribers" in plan.roles:
         validate_subscribers(config, config_path or "")  # a typo stops us before anything starts
     if "capture" in plan.roles:

@@ -21,6 +21,7 @@ from sightd.cli_options import config_option
 @click.option("--fps", type=float, help="Frames published per second; 0 = as fast as possible.")
 def capture(config_path: str | None, camera: str | None, source: str | None, fps: float | None):
     """Publish one camera's frames on its frames endpoint until Ctrl-C."""
+    from sightd.checks import refuse_insecure_network
     from sightd.config import load_config, override
     from sightd.daemon.forwarder import foreground_status_bus
     from sightd.process import foreground_runtime
@@ -38,6 +39,7 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
     cameras[index] = override(cameras[index], f"cameras[{index}]", fps=fps)
     config = config.model_copy(update={"cameras": cameras})
     validate_cameras(config, config_path or "")  # a wrong kind or option: one line, no retries
+    refuse_insecure_network(config, config_path)  # as `sightd run` does
     runtime = foreground_runtime(f"capture:{name}", config.log_level)
     with foreground_status_bus(config.transport):
         run_capture(config, name, runtime)
@@ -49,6 +51,7 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Run it here.")
 def infer(config_path: str | None, model_path: str | None, device: str | None):
     """Classify the cameras' frames; publish labels, events and status until Ctrl-C."""
+    from sightd.checks import refuse_insecure_network
     from sightd.config import load_config, override
     from sightd.daemon.forwarder import foreground_status_bus
     from sightd.process import foreground_runtime
@@ -57,6 +60,7 @@ def infer(config_path: str | None, model_path: str | None, device: str | None):
     config = load_config(config_path)
     model = override(config.model, "model", path=model_path, device=device)
     config = config.model_copy(update={"model": model})
+    refuse_insecure_network(config, config_path)  # as `sightd run` does
     runtime = foreground_runtime("infer", config.log_level)
     with foreground_status_bus(config.transport):
         run_inference(config, runtime)
