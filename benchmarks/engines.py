@@ -195,11 +195,11 @@ def main() -> None:
                 }
         results["pipeline"] = pipelines(folder, video, model, rows, args.seconds)
     results["load_after"] = os.getloadavg()[0]
+    if args.out:  # first: the figures outlive a bug in the report
+        args.out.write_text(json.dumps(results, indent=2))
     print("\n".join(report(results)))
     load = f"load average {results['load_before']:.2f} -> {results['load_after']:.2f}"
     print(f"{results['cpus']} CPUs; {load}")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -79,9 +79,9 @@ def main() -> None:
             load = os.getloadavg()[0]
             run = run_pipeline(folder, source, model, row, cameras, fps, args.seconds)
             results["scenarios"][name] = {**run, "load": load}
-    print("\n".join(report(results)))
-    if args.out:
+    if args.out:  # first: the figures outlive a bug in the report
         args.out.write_text(json.dumps(results, indent=2))
+    print("\n".join(report(results)))
 
 
 if __name__ == "__main__":

@@ -163,6 +163,8 @@ def run_pipeline(folder, source, model, row, cameras, fps, seconds, kills=0) -> 
     window = [(r, c, cam) for r, c, cam in labels_of(record) if t0 <= r <= t1]
     result.update(latency_figures(window, t1 - t0))
     result.update(status_figures(status_record, t0, t1))
+    rate = result["labels_per_s"]
+    result["cpu_ms_per_label"] = 10 * result["cpu_percent"] / rate if rate else None
     return result
 
 
