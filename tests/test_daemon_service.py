@@ -192,6 +192,26 @@ def test_service_print_warns_about_each_thing_that_lies_under_tmp(tmp_path, monk
         assert any(what in w for w in warnings), (what, warnings)
 
 
+def test_service_print_warns_about_folders_the_console_writes_under_tmp(tmp_path, monkeypatch):
+    # given a data set, runs and snapshots under what the service sees as /tmp
+    tmp = tmp_path / "tmp"
+    monkeypatch.setattr(service, "PRIVATE_TMP", (tmp,))
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"train:\n  data_dir: {tmp}/data\n  out_dir: {tmp}/runs\n"
+        f"events:\n  snapshots:\n    dir: {tmp}/shots\n"
+    )
+    # when the unit is printed, then each is named: what Teach and the worker wrote there
+    # would be lost with the service's private /tmp
+    result = CliRunner().invoke(main, ["service", "print", "--user", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    warnings = result.stderr.splitlines()
+    for key, folder in (("events.snapshots.dir", "shots"), ("train.data_dir", "data")):
+        assert any(f"the folder {key} {tmp / folder} is under {tmp}" in w for w in warnings)
+    assert any(f"train.out_dir {tmp / 'runs'}" in w for w in warnings), warnings
+
+
 def test_service_print_outside_tmp_warns_about_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(service, "PRIVATE_TMP", (tmp_path / "elsewhere",))
     monkeypatch.chdir(tmp_path)

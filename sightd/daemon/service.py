@@ -174,6 +174,11 @@ def private_tmp_warnings(config: SightdConfig, config_path: Path | None) -> list
     for index, camera in enumerate(config.cameras):
         if kind_of(camera) in ("file", "folder"):  # a video file or an image folder
             needed.append((f"cameras[{index}].source", Path(str(camera.source)).expanduser()))
+    written = [("events.snapshots.dir", config.events.snapshots and config.events.snapshots.dir)]
+    if config.http.enabled and config.http.console:  # the Teach page writes these
+        written += [("train.data_dir", config.train.data_dir)]
+        written += [("train.out_dir", config.train.out_dir)]
+    needed += [(f"the folder {key}", Path(value).expanduser()) for key, value in written if value]
     return [
         f"{what} {path} is under {tmp}, which the service does not see (its unit has "
         "PrivateTmp=yes); move it elsewhere before installing"
