@@ -19,7 +19,11 @@ fps); each is a real process tree of its own.
 
 Usage: python benchmarks/event_accuracy.py [--fps 2 10] [--seconds 150] [--out results.json]
        [--model RUN_DIR] [--nothing 200] [--stable-frames N] [--min-hold-s S]
-       [--start-confidence P] [--min-confidence P]
+       [--start-confidence P] [--min-confidence P] [--roi X Y W H]
+
+--roi frames the camera as a user would (`cameras[].roi`, fractions of the frame) on the part
+of the desk where cards are shown; the `nothing` class is then recorded through it too, as
+`sightd collect` records what the camera's roi shows.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from sightd.config import SightdConfig
 from sightd.demo.run import demo_train_config, free_endpoint
 from sightd.demo.score import Collector, judge
 from sightd.demo.video import held_out_cards
+from sightd.preprocessing import crop_roi
 from sightd.publishers.events import UNKNOWN
 
 NOTHING = "nothing"  # the optional class of empty desks (--nothing)
@@ -57,6 +62,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     run_dir, data_dir, trained_s = prepare_model(args, workdir)
+    camera = {"roi": args.roi} if args.roi else {}
     cards = {k: v for k, v in held_out_cards(run_dir, data_dir).items() if k != NOTHING}
     stretches = plan_scene(cards, args.seconds)
     events = {
@@ -67,12 +73,14 @@ def main() -> None:
     model = {"path": str(run_dir / "model.safetensors"), "reload": False}
     if args.min_confidence is not None:
         model["min_confidence"] = args.min_confidence
-    configs = {fps: pipeline_config(workdir, stretches, fps, model, events) for fps in args.fps}
+    configs = {
+        fps: pipeline_config(workdir, stretches, fps, model, events, camera) for fps in args.fps
+    }
     effective = next(iter(configs.values()))[0]
     print(
         f"scene: {len(stretches)} stretches ({sum(s.label is not None for s in stretches)} cards) "
         f"of {scene_seconds(stretches):.0f} s; events {effective.events.model_dump()}, "
-        f"model.min_confidence {effective.model.min_confidence}",
+        f"model.min_confidence {effective.model.min_confidence}, roi {effective.cameras[0].roi}",
         flush=True,
     )
     results = run_pipelines(workdir, configs)
@@ -82,6 +90,7 @@ def main() -> None:
         "scene_s": scene_seconds(stretches),
         "events": effective.events.model_dump(),
         "min_confidence": effective.model.min_confidence,
+        "roi": effective.cameras[0].roi,
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "runs": results,
     }
@@ -104,6 +113,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-hold-s", type=float, default=None)
     parser.add_argument("--start-confidence", type=float, default=None)
     parser.add_argument("--min-confidence", type=float, default=None)
+    parser.add_argument("--roi", type=float, nargs=4, metavar=("X", "Y", "W", "H"))
     parser.add_argument("--workdir", help="keep the data, model, videos and logs here")
     parser.add_argument("--out", help="write every figure as JSON here")
     return parser.parse_args()
@@ -119,31 +129,33 @@ def prepare_model(args, workdir: Path) -> tuple[Path, Path, float | None]:
 
     data_dir = write_digits_dataset(workdir / "digits")
     if args.nothing:
-        write_empty_desks(data_dir / NOTHING, args.nothing)
+        write_empty_desks(data_dir / NOTHING, args.nothing, args.roi)
     cfg = demo_train_config(data_dir, workdir / "runs", args.epochs)
     began = time.perf_counter()
     run_dir = run_training(cfg, data_dir, workdir / "runs" / "events")
     return run_dir, data_dir, time.perf_counter() - began
 
 
-def write_empty_desks(folder: Path, count: int) -> None:
+def write_empty_desks(folder: Path, count: int, roi=None) -> None:
     """Frames of the empty desk under other draws of light, focus and hands than the scene's
-    (seeds from 10000 on): the same kind of desk, never the same frames."""
+    (seeds from 10000 on): the same kind of desk, never the same frames; the camera's `roi` of
+    them, as `sightd collect` records."""
     folder.mkdir(parents=True, exist_ok=True)
     painter = Painter()
     for i in range(count):
         stretch = Stretch(None, None, 0.0, seed=10_000 + i)
         t = float(np.random.default_rng(i).uniform(0, 3.5))
-        cv2.imwrite(str(folder / f"desk{i:04d}.png"), painter.frame([stretch], t))
+        frame = crop_roi(painter.frame([stretch], t), roi)
+        cv2.imwrite(str(folder / f"desk{i:04d}.png"), frame)
 
 
-def pipeline_config(workdir: Path, stretches, fps: float, model: dict, events: dict):
+def pipeline_config(workdir: Path, stretches, fps: float, model: dict, events: dict, camera):
     """The video at `fps` and a config playing it: (SightdConfig, its file, segments, frames)."""
     video = workdir / f"scene-{fps:g}fps.avi"
     frames = write_scene(video, stretches, fps)
     config = SightdConfig.model_validate(
         {
-            "cameras": [{"name": "cam0", "source": str(video), "fps": fps, "loop": True}],
+            "cameras": [{"name": "cam0", "source": str(video), "fps": fps, "loop": True, **camera}],
             "transport": {n: free_endpoint() for n in ("frames", "labels", "status", "status_in")},
             "http": {"listen": free_endpoint().removeprefix("tcp://")},
             "model": model,
