@@ -17,8 +17,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import zmq
-
 from sightd.backoff import Backoff
 from sightd.component import Component
 from sightd.config import SightdConfig
@@ -32,12 +30,11 @@ from sightd.daemon.child import (
     stop_fork_server,
 )
 from sightd.daemon.forwarder import LabelsProxy, StatusForwarder
-from sightd.daemon.notify import Watchdog, notify
+from sightd.daemon.notify import notify
+from sightd.daemon.readiness import Readiness
 from sightd.daemon.roles import Plan, pipeline_specs, worker_cameras
 from sightd.engines.base import choose_engine
 from sightd.process import Runtime, StopEvent, configure_logging, set_process_title
-from sightd.protocol import decode_message
-from sightd.transport import connect_subscriber
 
 log = logging.getLogger("sightd.daemon")
 
@@ -93,12 +90,7 @@ class Supervisor(Component):
         self.forwarder = StatusForwarder(config.transport) if self.plan.hub else None
         hosts_proxy = self.plan.hub and bool(config.workers)
         self.labels_proxy = LabelsProxy(config.transport) if hosts_proxy else None
-        self.watchdog = Watchdog()
-        self.ready = False
-        self._labels: zmq.Socket | None = None
-        self._workers = {c.spec.name for c in self._group("worker")}
-        self._online: set[str] = set()  # workers heard online since the start
-        self._labelled: dict[str, int] = {}  # each worker's frames_out when last heard
+        self.readiness = Readiness(c.spec.name for c in self._group("worker"))
 
     # ---- the checklist ---------------------------------------------------------------------
 
@@ -182,16 +174,11 @@ class Supervisor(Component):
             self._launch(child)
 
     def start_label_watch(self) -> None:
-        """The worker's labels prove the whole pipeline works: its status says it is online
-        (READY=1) and how many labels it has published (while that grows, systemd's watchdog
-        is fed). Its status, not every label, so that labels cost the supervisor nothing."""
-        transport = self.config.transport
-        self._labels = connect_subscriber([transport.status], [b"status.infer"], transport)
+        """The worker's labels prove the whole pipeline works (sightd/daemon/readiness.py)."""
+        self.readiness.open(self.config.transport)
 
     def stop_label_watch(self) -> None:
-        if self._labels is not None:
-            self._labels.close()
-            self._labels = None
+        self.readiness.close()
 
     def stop_children(self, group: str) -> None:
         """Ask the group to stop, wait a share of daemon.stop_timeout, then SIGKILL the rest."""
@@ -234,20 +221,14 @@ class Supervisor(Component):
         now = time.monotonic()
         for child in self.children:
             self._check(child, now)
-        if not self._workers:
-            self._parts_alive()
-        self.watchdog.tick()
+        if not self.readiness.workers:
+            self.readiness.parts_alive(self.children)
+        self.readiness.tick()
 
-    def _parts_alive(self) -> None:
-        """Without a worker here, nothing labels: the watchdog is fed while some part runs
-        (as labels of one camera feed it), and ready comes once every part has beaten."""
-        beating = [c for c in self.children if c.state == "running" and c.heartbeat.value]
-        if beating or not self.children:
-            self.watchdog.saw_label()
-        if len(beating) == len(self.children) and not self.ready:
-            self.ready = True
-            log.info("ready: %d part(s) running", len(self.children))
-            notify("READY=1")
+    @property
+    def ready(self) -> bool:
+        """READY=1 was sent: the worker here is online, or, without one, every part beat."""
+        return self.readiness.ready
 
     def _check(self, child: Child, now: float) -> None:
         if child.state == "backoff" and now >= child.restart_at:
@@ -320,7 +301,7 @@ class Supervisor(Component):
 
     def _worker_down(self, child: Child) -> None:
         cameras = worker_cameras(self.config).get(child.spec.name, [])
-        self._online.discard(child.spec.name)
+        self.readiness.worker_down(child.spec.name)
         log.warning(
             "cameras %s get no labels while %s is down", ", ".join(cameras), child.spec.name
         )
@@ -344,27 +325,11 @@ class Supervisor(Component):
 
     def _read_labels(self, timeout: float) -> None:
         exits = [c.process.sentinel for c in self.children if c.process is not None]
-        watched = [self._labels] if self._labels is not None else []
-        if self._labels not in dict(self.poller(*watched, *exits).poll(timeout * 1000)):
-            return
-        while True:
-            try:
-                message = decode_message(self._labels.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-            name = message.get("component") if message is not None else None
-            if name not in self._workers:  # another host's worker, or not a worker
-                continue
-            labelled = message.get("frames_out")
-            if labelled and labelled != self._labelled.get(name):  # a restart counts from 0
-                self._labelled[name] = labelled
-                self.watchdog.saw_label()
-            if message.get("state") == "online":
-                self._online.add(name)
-            if not self.ready and self._online >= self._workers:
-                self.ready = True
-                log.info("pipeline ready: model loaded, sockets bound")
-                notify("READY=1")
+        labels = self.readiness.socket
+        watched = [labels] if labels is not None else []
+        heard = dict(self.poller(*watched, *exits).poll(timeout * 1000))
+        if labels is not None and labels in heard:
+            self.readiness.read()
 
     # ---- status ----------------------------------------------------------------------------
 
