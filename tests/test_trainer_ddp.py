@@ -193,6 +193,19 @@ def test_a_killed_rank_stops_the_other_with_one_clear_line(digits, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["split.json"]  # whole files or none
 
 
+def test_a_user_error_in_the_ranks_is_one_line(digits, tmp_path):
+    data = few_digits(digits, tmp_path / "few", 20)
+    for image in sorted((data / "7").iterdir())[3:]:
+        image.unlink()  # three sevens: too few to split, found once the ranks have decoded
+    command = [sys.executable, "-m", "sightd", "train", str(data), "-c", str(config(tmp_path))]
+    done = subprocess.run(
+        [*command, "--nproc", "2"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("Error: too few images to train on: class '7' has 3")
+
+
 def draw_shares(rank: int, store_file: str, out_dir: str) -> None:
     """One rank of a real two-process gloo group: its rows of each batch of two epochs."""
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"

@@ -362,8 +362,8 @@ def _failure(first: int, codes: list[int | None], reports: dict[int, tuple[str, 
     messages = sorted({text for kind, text in reports.values() if kind == "error"})
     if messages:
         return " / ".join(messages)
-    killed = [i for i, code in enumerate(codes) if code in _outside_signals()]
-    if killed:
+    killed = [i for i, code in enumerate(codes) if code is not None and code < 0]
+    if killed:  # before the launcher stopped anyone: from outside (SIGKILL: the OOM killer too)
         name = signal.Signals(-codes[killed[0]]).name
         return f"training process {killed[0]} of {nproc} was killed by {name}{stopped}"
     if reports:
@@ -371,9 +371,3 @@ def _failure(first: int, codes: list[int | None], reports: dict[int, tuple[str, 
         print(trace, file=sys.stderr, end="")
         return f"training process {r} of {nproc} failed ({summary}){stopped}"
     return f"training process {first} of {nproc} exited with status {codes[first]}{stopped}"
-
-
-def _outside_signals() -> set[int]:
-    """Exit codes of a rank killed from outside: any signal but the SIGTERM the launcher sends
-    (SIGKILL counts: the kernel's out-of-memory killer sends it)."""
-    return {-s for s in signal.valid_signals() if s != signal.SIGTERM and 0 < s < 65}
