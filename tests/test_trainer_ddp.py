@@ -24,6 +24,7 @@ from conftest import wait_for
 from sightd.checkpoint import load_checkpoint
 from sightd.cli import main
 from sightd.config import TrainConfig
+from sightd.cpu import usable_cpus
 from sightd.trainer import distributed
 from sightd.trainer.data import load_folder, save_split, split_indices
 
@@ -252,3 +253,16 @@ def test_bad_requests_fail_before_any_process_starts(digits, tmp_path, monkeypat
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert words in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_each_rank_gets_its_share_of_the_cores_and_a_users_setting_is_kept(monkeypatch):
+    cores = len(usable_cpus())
+    for name in ("OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME"):
+        monkeypatch.delenv(name, raising=False)
+    with distributed._children_env(2):  # what the spawned ranks inherit
+        assert os.environ["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+        assert os.environ["GLOO_SOCKET_IFNAME"] == "lo"
+    assert "OMP_NUM_THREADS" not in os.environ  # this process's own environment restored
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with distributed._children_env(2):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
