@@ -21,7 +21,11 @@ from sightd.errors import SightdError
     help="How long to listen (default: 1.5 status intervals + 0.5 s).",
 )
 def status(config_path: str | None, seconds: float | None) -> None:
-    """Show each component's state, fps, drops, latency and the label per camera."""
+    """Show each component's state, fps, drops, latency and the label per camera.
+
+    Every host's supervisor (`supervisor` on the hub, `supervisor:<share>` on the others) is
+    one line with its roles and what it gave up on; a camera whose worker is down is named.
+    """
     config = load_config(config_path)
     seconds = seconds or 1.5 * config.transport.status_interval + 0.5
     latest = read_status(config, seconds)
