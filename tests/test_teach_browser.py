@@ -82,11 +82,39 @@ def test_record_train_and_deploy_from_the_page(tmp_path, color_checkpoint, page)
         # when it is deployed
         page.click("#deploy")
         # then the worker swaps it in, and the card names the run it serves
-        page.wait_for_selector('#deploy-state[data-state="served"]', timeout=60_000)
+        # (the worker makes its engine's export of the new model first: seconds, or a minute
+        # on a loaded machine; the page waits 180 s)
+        page.wait_for_selector('#deploy-state[data-state="served"]', timeout=200_000)
         assert run in page.inner_text("#served")
         assert page.locator(f'#runs tr[data-run="{run}"] button').inner_text() == "served"
         assert not problems, problems
+        served = page.get_attribute("#served", "data-digest")
+
+        # when a run whose weights are broken is deployed from the runs table
+        broken_run(tmp_path / "runs" / "broken", color_checkpoint)
+        page.reload()
+        page.locator('#runs tr[data-run="broken"] button').click()
+        # then the page says the worker refused it, and why; the good run is still served
+        page.wait_for_selector('#deploy-state[data-state="refused"]', timeout=200_000)
+        said = page.inner_text("#deploy-state")
+        assert said.startswith("the worker refused broken") and "non-finite" in said, said
+        assert page.get_attribute("#served", "data-digest") == served
         if os.environ.get("SIGHTD_SCREENSHOT_TEACH"):  # the README's picture
             save_screenshot(
                 page.locator("#train-section"), Path(os.environ["SIGHTD_SCREENSHOT_TEACH"])
             )
+
+
+def broken_run(folder: Path, checkpoint: Path) -> None:
+    """A run folder whose model loads but whose weights are NaN: the worker's hot reload
+    tests each new file with a forward pass, and refuses this one."""
+    import torch
+
+    from sightd.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.fill_(float("nan"))
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "model.safetensors", loaded.model, loaded.info)

@@ -25,7 +25,10 @@ from sightd.web.metrics import count, text
 EVENTS = 200  # events kept for the timeline
 QUEUE = 256  # messages waiting for one page; past this its oldest go
 MAX_CLASSES = 64  # scores sent per label: a page shows bars, not a table of thousands
-KEPT_STATUS = ("state", "reason", "fps", "latency_ms", "source", "retry_in", "model_error")
+KEPT_STATUS = (
+    *("state", "reason", "fps", "latency_ms", "source", "retry_in"),
+    *("model_error", "model_errors"),  # the Teach page sees a deployed model refused
+)
 
 
 class Subscriber:

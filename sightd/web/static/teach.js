@@ -8,7 +8,9 @@ const $ = (id) => document.getElementById(id);
 const THUMBS = 24; // thumbnails a class shows before "more"
 const RECORDING = ["waiting", "countdown", "recording"];
 const TRAINING = ["starting", "training"];
-const WORKER_WAIT_MS = 60000; // how long the page waits for the worker to swap a deployed model
+// How long the page waits for the worker to swap a deployed model in: the worker first tests it
+// and, on OpenVINO or ONNX Runtime, makes its export (13 to 15 s on a loaded 2-core machine).
+const WORKER_WAIT_MS = 180000;
 let shownRun = null; // the run whose result is on the page
 
 function el(tag, props = {}, ...children) {
@@ -281,32 +283,46 @@ function drawCurve(epochs, planned) {
 
 async function deploy(run) {
   say("");
+  const before = await workerView(); // its refusals so far: a new one is this deploy's
   const answer = await api("/api/teach/deploy", { run });
   const status = $("deploy-state");
   status.dataset.state = "deployed";
   status.textContent = answer.reload
-    ? `deployed ${run} (${answer.how}); waiting for the worker to swap in ${answer.digest}…`
+    ? `deployed ${run} (${answer.how}); waiting for the worker to test it and swap in ${answer.digest}…`
     : `deployed ${run}: ${answer.note}`;
   await Promise.all([loadRuns(), loadServed()]);
-  if (answer.reload) await waitForWorker(run, answer.digest);
+  if (answer.reload) await waitForWorker(run, answer.digest, before.errors);
 }
 
-async function workerModel() {
+// The Watch page's view of the bus: the model the worker serves, and the models it refused.
+async function workerView() {
   try {
-    return (await api("/api/state")).model || null; // the Watch page's view of the bus
+    const state = await api("/api/state");
+    const infer = (state.components || []).find((c) => c.name === "infer") || {};
+    return { model: state.model || null, errors: infer.model_errors || 0, error: infer.model_error };
   } catch (error) {
-    return null;
+    return { model: null, errors: 0, error: null };
   }
 }
 
-async function waitForWorker(run, digest) {
+async function workerModel() {
+  return (await workerView()).model;
+}
+
+async function waitForWorker(run, digest, errorsBefore) {
   const status = $("deploy-state");
   const deadline = Date.now() + WORKER_WAIT_MS;
   while (Date.now() < deadline) {
-    const model = await workerModel();
-    if (model && model.digest === digest) {
+    const view = await workerView();
+    if (view.model && view.model.digest === digest) {
       status.dataset.state = "served";
       status.textContent = `the worker serves ${run} (${digest})`;
+      await loadServed();
+      return;
+    }
+    if (view.errors > errorsBefore) { // its hot reload tested the file and said no
+      status.dataset.state = "refused";
+      status.textContent = `the worker refused ${run} and keeps serving its model: ${view.error}`;
       await loadServed();
       return;
     }
