@@ -9,7 +9,7 @@ const THUMBS = 24; // thumbnails a class shows before "more"
 const RECORDING = ["waiting", "countdown", "recording"];
 const TRAINING = ["starting", "training"];
 // How long the page waits for the worker to swap a deployed model in: the worker first tests it
-// and, on OpenVINO or ONNX Runtime, makes its export (13 to 15 s on a loaded 2-core machine).
+// and, on OpenVINO or ONNX Runtime, makes its export (9 to 15 s on a loaded 2-core machine).
 const WORKER_WAIT_MS = 180000;
 let shownRun = null; // the run whose result is on the page
 
