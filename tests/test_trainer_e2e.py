@@ -15,7 +15,7 @@ from conftest import COLORS, color_frame, write_color_dataset
 
 from sightd.checkpoint import load_checkpoint
 from sightd.cli import main
-from sightd.trainer.train import _point_latest_at
+from sightd.trainer.run_folder import point_latest_at
 
 CLASSES = sorted(COLORS)
 
@@ -159,9 +159,9 @@ def test_latest_is_swapped_to_the_newest_run_and_left_alone_for_runs_elsewhere(t
     first, second, elsewhere = runs / "a", runs / "b", tmp_path / "mine"
     for folder in (first, second, elsewhere):
         folder.mkdir(parents=True)
-    _point_latest_at(runs, first)
-    _point_latest_at(runs, second)
-    _point_latest_at(runs, elsewhere)
+    point_latest_at(runs, first)
+    point_latest_at(runs, second)
+    point_latest_at(runs, elsewhere)
     assert os.readlink(runs / "latest") == "b"
     assert sorted(p.name for p in runs.iterdir()) == ["a", "b", "latest"]  # no temp link left
 

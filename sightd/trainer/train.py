@@ -38,8 +38,6 @@ from sightd.trainer.metrics import classification_report, expected_calibration_e
 from sightd.trainer.plots import save_reliability
 from sightd.trainer.run_folder import ProgressFile, new_run_dir, point_latest_at, write_report
 
-_point_latest_at = point_latest_at  # the name tests/test_trainer_e2e.py imports
-
 AUTO_AUGMENT_BELOW = 100  # training images in the smallest class; digits has ~126 a class
 SMALL_BATCH_FLOOR = 16  # a smaller set trains at batch n/8, but never below this
 BATCH_NORM_IMAGES = 512  # training images whose statistics batch norm is given before validating
