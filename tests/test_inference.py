@@ -141,9 +141,13 @@ def test_malformed_and_hostile_messages_are_counted_and_the_worker_keeps_serving
     camera.until_labelled(labels)
     # When it receives every kind of broken message, one at a time, and one over 1 MiB.
     malformed, undecodable = hostile_messages()
-    for parts in [*malformed, *undecodable]:
+    for count, parts in enumerate(malformed, 1):
         camera.sock.send_multipart(parts)
-        time.sleep(0.05)  # separately, so none is superseded by the next before it is looked at
+        counted(status, "malformed", count)  # one at a time: queues are 10 messages deep
+    for count in range(1, len(undecodable) + 1):
+        parts = hostile_messages()[1][count - 1]  # captured now: a frame gone stale is not decoded
+        camera.sock.send_multipart(parts)
+        counted(status, "decode_errors", count)  # a newer frame of cam0 would supersede it
     camera.sock.send_multipart([b"frame.cam0", b"x", b"\0" * (2 * 2**20)])
     # Then it still labels good frames, and its status counts what it refused.
     label = camera.until_labelled(labels, colour="green")
@@ -156,6 +160,13 @@ def test_malformed_and_hostile_messages_are_counted_and_the_worker_keeps_serving
     assert figures["decode_errors"] == len(undecodable)
     assert figures["resets"] == 1  # ZeroMQ cut the connection for the oversized one; renewed
     assert procs.started[0].poll() is None
+
+
+def counted(status, figure: str, count: int) -> dict:
+    """The worker's status once it has counted `count` of `figure` (a busy machine: 60 s)."""
+    return status.wait_for(
+        lambda m: m["component"] == "infer" and m.get(figure, 0) >= count, timeout=60
+    )
 
 
 def test_frames_older_than_max_frame_age_are_never_classified(config_file, color_checkpoint, procs):
@@ -219,17 +230,23 @@ def test_the_model_is_swapped_under_load_and_bad_files_are_refused(
     stop = threading.Event()
     threading.Thread(target=_stream_blue, args=(camera, stop), daemon=True).start()
     try:
-        # When a new model replaces the file under load, labels come from it, without a gap.
+        # When a new model replaces the file under load, labels come from it, without a gap
+        # (its engine export is made in a subprocess first: a minute on a busy machine).
         model.write_bytes(renamed)
-        new = labels.wait_for(lambda m: m["label"] == "azure")
-        before = [m for m in labels.items if m["label"] == "blue"][-1]
+        new = labels.wait_for(lambda m: m["label"] == "azure", timeout=180)
+        served = [m for m in labels.items if m["model"] == old["model"]]
         assert new["model"]["hash"] != old["model"]["hash"]
-        assert new["seq"] - before["seq"] <= 5  # the swap never stalls the worker
+        # The swap never stalls the worker: from the old model's last label to the new one's
+        # first, no more frames go by than between two of the old model's labels while the new
+        # one was loading (a busy machine widens every gap alike; a load in the worker's loop
+        # would widen this one by the seconds it takes).
+        gaps = [b["seq"] - a["seq"] for a, b in zip(served, served[1:], strict=False)]
+        assert new["seq"] - served[-1]["seq"] <= max(gaps) + 5, (served[-1], new, max(gaps))
         # When a truncated file and then garbage replace it, both are refused; it keeps serving.
         for bad in (renamed[: len(renamed) // 2], b"\x00garbage" * 1000):
             errors = status.wait_for(lambda m: m["component"] == "infer")["model_errors"]
             model.write_bytes(bad)
-            refused = status.wait_for(lambda m, e=errors: m.get("model_errors", 0) > e)
+            refused = status.wait_for(lambda m, e=errors: m.get("model_errors", 0) > e, timeout=120)
             assert "model file" in refused["model_error"]
             later = labels.wait_for(lambda m, t=refused["at"]: m["captured_at"] > t)
             assert later["label"] == "azure" and later["model"] == new["model"]
@@ -240,7 +257,7 @@ def test_the_model_is_swapped_under_load_and_bad_files_are_refused(
             out.flush()
             time.sleep(0.4)
             out.write(original[1000:])
-        labels.wait_for(lambda m: m["label"] == "blue")
+        labels.wait_for(lambda m: m["label"] == "blue", timeout=180)  # exported again
         assert status.wait_for(lambda m: m["component"] == "infer")["model_errors"] == errors
     finally:
         stop.set()

@@ -116,8 +116,9 @@ class Sender:
     def __init__(self, socks):
         self.socks, self.seq = socks, 0
 
-    def until(self, frame, done, timeout=60.0):
-        """Send `frame` until done() returns something truthy, and return that."""
+    def until(self, frame, done, timeout=180.0):
+        """Send `frame` until done() returns something truthy (the worker may still be starting
+        on a busy machine: a generous deadline), and return that."""
         deadline = time.monotonic() + timeout
         while True:
             self.seq += 1
