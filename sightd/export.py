@@ -30,8 +30,9 @@ from sightd.errors import SightdError
 FORMATS = ("onnx", "openvino", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".openvino.xml", "torchscript": ".torchscript.pt"}
 # Largest difference allowed between the export and the checkpoint, in probability and in logits
-# relative to their largest magnitude. OpenVINO may run in bfloat16 where the CPU has it.
-TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "openvino": 1e-2}
+# relative to their largest magnitude. Each file is checked in float32, what it holds: serving
+# OpenVINO in bfloat16 (model.precision) is a choice of arithmetic, not a defect of the file.
+TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "openvino": 1e-4}
 CHECK_BATCH = 8  # inputs compared; also proves that a batch other than the traced one works
 METADATA_KEY = "sightd"
 OPSET = 17
@@ -231,7 +232,8 @@ def _run(fmt: str, path: Path, batch: np.ndarray) -> np.ndarray:
     if fmt == "openvino":
         import openvino
 
-        compiled = openvino.Core().compile_model(str(path), "CPU")
+        exact = {"INFERENCE_PRECISION_HINT": "f32"}  # not bfloat16 where the CPU has it
+        compiled = openvino.Core().compile_model(str(path), "CPU", exact)
         return compiled(batch)[compiled.output(0)]
     import torch
 

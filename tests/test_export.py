@@ -70,7 +70,7 @@ def test_the_command_writes_where_asked_and_says_so(checkpoint, tmp_path):
         main, ["export", str(checkpoint), "--format", "openvino", "--out", str(target)]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"wrote {target} (openvino, checked to 0.01)"
+    assert result.output.strip() == f"wrote {target} (openvino, checked to 0.0001)"
     assert target.exists() and target.with_suffix(".bin").exists()
     assert not list(target.parent.glob("tmp*"))  # the staging folder is gone
     bad = CliRunner().invoke(main, ["export", str(tmp_path / "none.safetensors")])
