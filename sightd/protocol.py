@@ -236,6 +236,12 @@ def event_body(
     }
 
 
+def is_worker(component: str) -> bool:
+    """An inference worker's status name: `infer` alone, or `infer:<name>` for each of
+    `workers:`."""
+    return component == "infer" or component.startswith("infer:")
+
+
 def status_body(component: str, state: str, **figures: Any) -> dict[str, Any]:
     """state: starting, online, offline or reconnecting; figures: frames_in, dropped, ..."""
     return {"component": component, "state": state, "at": time.time(), **figures}

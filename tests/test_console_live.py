@@ -123,6 +123,14 @@ def test_the_model_card_joins_the_worker_s_status_and_the_checkpoint_s_own_metad
     assert card["created_at"] > 1_600_000_000 and card["file_matches"]
     # a model file that is not the one served says so
     assert checkpoint_card(str(color_checkpoint), "000000000000")["file_matches"] is False
+    # and a named worker's status (workers: in the config, the child infer:<name>) is a
+    # worker's too: its model card and stable labels reach the page
+    hub = Hub(["cam0"], 0.5, str(color_checkpoint))
+    labels = {"cam0": "red"}
+    hub.feed("status", "infer:a", {"state": "online", "at": 1.0, "model": model, "labels": labels})
+    snapshot = hub.snapshot()
+    assert snapshot["model"]["classes"] == ["blue", "green", "red"]
+    assert snapshot["stable"] == {"cam0": "red"}
 
 
 @contextlib.contextmanager

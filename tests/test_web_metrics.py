@@ -134,6 +134,17 @@ def test_subscriber_and_supervisor_counters(state):
     assert value(state, "sightd_component_given_up", component="infer") == 0
 
 
+def test_named_workers_counters_add_up_and_each_feeds_the_model_info(state):
+    # given two named workers (workers: a and b), each counting its own reloads and errors
+    model = {"arch": "seed", "digest": "abc", "classes": ["x", "y"]}
+    status(state, "infer:a", reloads=2, decode_errors=1, model=model)
+    status(state, "infer:b", reloads=3, decode_errors=0, model=model)
+    # then /metrics says the sum over the workers, and the model they serve
+    assert value(state, "sightd_model_reloads_total") == 5
+    assert value(state, "sightd_worker_errors_total", reason="decode") == 1
+    assert state.model == {"arch": "seed", "digest": "abc", "classes": "x,y"}
+
+
 # ---- labels, events, histograms --------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sightd.checkpoint import read_info
 from sightd.errors import SightdError
+from sightd.protocol import is_worker
 from sightd.web.metrics import count, text
 
 EVENTS = 200  # events kept for the timeline
@@ -123,7 +124,7 @@ class Hub:
 
     def _status(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         at = count(body.get("at")) or 0.0
-        card = self._model_card(body.get("model")) if name == "infer" else None
+        card = self._model_card(body.get("model")) if is_worker(name) else None
         with self.lock:
             before = self.components.get(name)
             if before is not None and at <= before["at"]:
@@ -138,13 +139,13 @@ class Hub:
             self.components[name] = {"name": name, "at": at, **kept}
             if name == "supervisor":
                 self._supervisor(body)
-            elif name == "infer":
+            elif is_worker(name):
                 self._stable(body.get("labels"))
                 self.model = card or self.model
             message = {"type": "status", "component": self.components[name]}
             if name == "supervisor":
                 message.update(children=dict(self.children), given_up=list(self.given_up))
-            if name == "infer":
+            if is_worker(name):
                 message["model"] = self.model
                 message["stable"] = dict(self.stable)
         return message

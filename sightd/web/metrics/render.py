@@ -34,7 +34,7 @@ def _counters(state: BusState) -> Iterator[CounterMetricFamily]:
     totals: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
     for component in state.components.values():
         for (metric, labels), value in component.figures.totals.items():
-            totals[metric][labels] = value
+            totals[metric][labels] = totals[metric].get(labels, 0.0) + value  # workers: all
     for (camera, label), n in state.labels.items():
         totals["sightd_labels"][(camera, label)] = n
     for (camera, label), n in state.events.items():

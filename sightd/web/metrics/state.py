@@ -24,6 +24,8 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
+from sightd.protocol import is_worker
+
 STATES = ("starting", "online", "reconnecting", "offline")  # what a component's status says
 # Seconds; a forward pass and a capture-to-label delay are a few to a few hundred milliseconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -234,7 +236,7 @@ class BusState:
         if body.get("state") == "online":
             component.restarted_at = None
         component.figures.add(self._sample(name, body))
-        if name == "infer":
+        if is_worker(name):
             self._model(body.get("model"))
         elif name == "supervisor":
             self._supervisor(body)
@@ -254,7 +256,7 @@ class BusState:
         elif kind == "subscriber" and suffix:
             for figure, metric in SUBSCRIBER_FIGURES.items():
                 put(body, metric, (suffix,), figure)
-        elif name == "infer":
+        elif is_worker(name):
             for figure, (metric, labels) in WORKER_FIGURES.items():
                 put(body, metric, labels, figure)
             cameras = body.get("cameras")

@@ -298,7 +298,7 @@ async function deploy(run) {
 async function workerView() {
   try {
     const state = await api("/api/state");
-    const infer = (state.components || []).find((c) => c.name === "infer") || {};
+    const infer = (state.components || []).find((c) => c.name === "infer" || c.name.startsWith("infer:")) || {};
     return { model: state.model || null, errors: infer.model_errors || 0, error: infer.model_error };
   } catch (error) {
     return { model: null, errors: 0, error: null };
