@@ -91,8 +91,10 @@ class FakeCamera:
         self.sock.send_multipart(parts)
         return self.seq
 
-    def until_labelled(self, labels, colour="blue", timeout=30.0) -> dict:
-        """Send frames until one of them comes back labelled (the sockets are connected)."""
+    def until_labelled(self, labels, colour="blue", timeout=180.0) -> dict:
+        """Send frames until one of them comes back labelled (the sockets are connected). The
+        first call waits for the worker's start too: its imports and, for a model file of its
+        own, the engine's export, 10 s on an idle machine and far more on a busy one."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             seq = self.frame(colour)
