@@ -1,9 +1,10 @@
 """`sightd check-config`: the schema, then what `sightd run` would refuse or trip on.
 
 Each problem is one line naming the YAML path and what to do. Errors are what would stop the
-pipeline (a missing model, video file, image folder or CURVE key, a source kind or option that
-does not validate, a subscriber entry that does not); warnings are what it survives, retrying
-(an MQTT broker that does not answer now).
+pipeline (a model path that is a folder, a missing video file, image folder or CURVE key, a
+source kind or option that does not validate, a subscriber entry that does not); warnings are
+what it survives, retrying or waiting (an MQTT broker that does not answer now, a model not
+trained yet).
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ BROKER_TIMEOUT = 1.0  # seconds for the TCP connect to an MQTT broker
 def check_config(config_path: str | None, roles: tuple[str, ...], cameras: tuple[str, ...]):
     """Validate a config file and what it points at; print the effective configuration.
 
-    Beyond the keys and types: each camera's kind and options, a missing model file, video
-    file or image folder, missing CURVE key files, an endpoint beyond loopback without
-    transport.curve, an http.listen beyond loopback without http.token_env (errors), an MQTT
-    broker that does not answer (a warning). Each problem is one line on stderr; the exit
+    Beyond the keys and types: each camera's kind and options, a missing video file or image
+    folder, missing CURVE key files, an endpoint beyond loopback without transport.curve, an
+    http.listen beyond loopback without http.token_env (errors), an MQTT broker that does not
+    answer, a model file not trained yet (warnings). Each problem is one line on stderr; the exit
     status is 1 when there is an error (and then nothing is printed on stdout), 0 otherwise.
     """
     config = load_config(config_path)
@@ -166,19 +167,29 @@ def _model(config: SightdConfig, where: str) -> list[Problem]:
 
     problems = []
     path = Path(config.model.path)
-    if not path.is_file():
-        what = "is a folder, not a model file" if path.is_dir() else "does not exist"
+    if path.is_dir():
         problems.append(
             Problem(
                 "error",
-                f"{where}model.path: model file {path} {what}; train one with `sightd train` "
-                "or set model.path to a model.safetensors",
+                f"{where}model.path: model file {path} is a folder, not a model file; train "
+                "one with `sightd train` or set model.path to a model.safetensors",
             )
         )
+    elif not path.is_file():  # a first run: the worker waits for it, the console can train it
+        problems.append(Problem("warning", f"{where}model.path: {waiting_for_model(path)}"))
     missing = not_installed(config.model.engine) if config.model.engine != "auto" else None
     if missing:
         problems.append(Problem("error", f"{where}model.engine: {missing}"))
     return problems
+
+
+def waiting_for_model(path: Path) -> str:
+    """What `sightd run` and `sightd check-config` say of a model file not there yet."""
+    return (
+        f"model file {path} does not exist yet; `sightd run` starts without it and its worker "
+        "waits for it: train one in the console's Teach page or with `sightd train`, or set "
+        "model.path to a model.safetensors"
+    )
 
 
 def _cameras(config: SightdConfig, source: str, only: tuple[str, ...] | None) -> list[Problem]:

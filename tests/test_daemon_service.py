@@ -358,11 +358,15 @@ def test_status_with_nothing_running_says_so_in_one_line(config_file):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_run_without_a_model_says_how_to_get_one(config_file, tmp_path):
-    config = config_file(model={"path": str(tmp_path / "missing.safetensors")})
+def test_run_with_a_folder_for_a_model_says_what_to_set(config_file, tmp_path):
+    # (a missing model is a warning: the worker waits for one, tests/test_new_user.py)
+    config = config_file(model={"path": str(tmp_path)})
     result = CliRunner().invoke(main, ["run", "-c", str(config)])
     assert result.exit_code == 1
-    assert "does not exist; train one with `sightd train`" in result.output
+    assert (
+        result.output
+        == f"Error: model.path {tmp_path} is a folder; set it to a model.safetensors\n"
+    )
 
 
 def test_run_stops_at_an_unknown_subscriber_type_before_starting_anything(config_file):

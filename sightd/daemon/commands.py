@@ -60,11 +60,12 @@ def run(
 
     One process per camera, one inference worker (or one per named worker), one per
     subscriber; crashed or silent processes are restarted. Ctrl-C or SIGTERM stops
-    everything (exit code 0). Under systemd (Type=notify) it reports READY once the model is
-    loaded (on a host without a worker: once every part runs) and feeds the watchdog while
-    labels flow.
+    everything (exit code 0). Without a model file yet it starts anyway and the worker waits
+    for one (train it in the console's Teach page). Under systemd (Type=notify) it reports READY
+    once the model is loaded (on a host without a worker: once every part runs) and feeds the
+    watchdog while labels flow.
     """
-    from sightd.checks import refuse_insecure_network
+    from sightd.checks import refuse_insecure_network, waiting_for_model
     from sightd.config import load_config
     from sightd.daemon.roles import make_plan
     from sightd.daemon.supervisor import Supervisor, serve
@@ -85,11 +86,10 @@ def run(
 
         console_token(config.http)  # beyond loopback the console needs its token, or no start
     model = Path(config.model.path)
-    if "infer" in plan.roles and not model.is_file():
-        raise SightdError(
-            f"model file {model} does not exist; train one with `sightd train` "
-            "or set model.path in the config"
-        )
+    if "infer" in plan.roles and model.is_dir():
+        raise SightdError(f"model.path {model} is a folder; set it to a model.safetensors")
+    if "infer" in plan.roles and not model.exists():  # a first run: teach it in the console
+        click.echo(f"Warning: model.path: {waiting_for_model(model)}", err=True)
     supervisor = Supervisor(config, plan=plan)
     if not supervisor.children and not plan.hub:
         raise SightdError(

@@ -6,9 +6,12 @@ one part alone (another machine, a debugger, a quick look). Heavy imports stay i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from sightd.cli_options import config_option
+from sightd.errors import SightdError
 
 
 @click.command("capture")
@@ -50,7 +53,9 @@ def capture(config_path: str | None, camera: str | None, source: str | None, fps
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), help="Checkpoint file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Run it here.")
 def infer(config_path: str | None, model_path: str | None, device: str | None):
-    """Classify the cameras' frames; publish labels, events and status until Ctrl-C."""
+    """Classify the cameras' frames; publish labels, events and status until Ctrl-C.
+
+    A missing model file is an error here (`sightd run` waits for one instead)."""
     from sightd.checks import refuse_insecure_network
     from sightd.config import load_config, override
     from sightd.daemon.forwarder import foreground_status_bus
@@ -61,6 +66,8 @@ def infer(config_path: str | None, model_path: str | None, device: str | None):
     model = override(config.model, "model", path=model_path, device=device)
     config = config.model_copy(update={"model": model})
     refuse_insecure_network(config, config_path)  # as `sightd run` does
+    if not Path(model.path).exists():  # alone, no console to train one: a typo, most likely
+        raise SightdError(f"model file {model.path} does not exist; train one with `sightd train`")
     runtime = foreground_runtime("infer", config.log_level)
     with foreground_status_bus(config.transport):
         run_inference(config, runtime)

@@ -94,13 +94,17 @@ class Worker(Component):
         limit_threads(model.threads)
         signature = file_signature(model.path)
         max_batch = max(1, len(config.cameras))  # one newest frame per camera
-        try:
-            # A bad file is fatal here. An engine export being made beats: it is progress.
-            self.classifier = load_tested(model, max_batch, runtime.beat, runtime.stop.is_set)
-        except BaseException:
-            self.pub.close()
-            raise
-        self.watcher = ModelWatcher(model, signature, max_batch) if model.reload else None
+        if signature is None:  # no model yet (a first `sightd run`): wait for one, serve later
+            self.set_state("starting", waiting_reason(model.path))
+        else:
+            try:
+                # A bad file is fatal here. An engine export being made beats: it is progress.
+                self.classifier = load_tested(model, max_batch, runtime.beat, runtime.stop.is_set)
+            except BaseException:
+                self.pub.close()
+                raise
+        watch = model.reload or self.classifier is None  # the wait is a watch, reload or not
+        self.watcher = ModelWatcher(model, signature, max_batch) if watch else None
         cameras = {c.name for c in config.cameras}
         self.rois = {c.name: c.roi for c in config.cameras}
         sub = connect_subscriber([], [b"frame."], transport)  # FrameIntake connects it
@@ -112,12 +116,15 @@ class Worker(Component):
         snapshots = config.events.snapshots
         self.snapshots = SnapshotWriter(snapshots) if snapshots is not None else None
         self.cycle_figures, self.rate = CycleFigures(), RateMeter()
+        if self.classifier is None:
+            log.warning("%s", self.reason)
+            return
         self.set_state("online")
         log.info("worker online: model %s on %s", self.classifier.name, self.classifier.device)
 
     def cycle(self, wait: float) -> None:
-        frames = self.intake.collect(wait)
-        if frames:
+        frames = self.intake.collect(wait)  # drained while waiting too: no stale backlog later
+        if frames and self.classifier is not None:
             self._classify(frames)
         self._swap_model_if_ready()
 
@@ -211,9 +218,20 @@ class Worker(Component):
             return
         self.watcher.poll()
         new = self.watcher.take()
-        if new is not None:
+        if new is None:
+            if self.classifier is None and self.watcher.last_error:
+                path = self.config.model.path
+                self.reason = f"{waiting_reason(path)} (refused: {self.watcher.last_error})"
+            return
+        if self.classifier is None:
+            log.info("model loaded: %s; worker online", new.name)
+            self.set_state("online")
+            if not self.config.model.reload:  # the watch was only the wait for a first model
+                self.watcher.close()
+                self.watcher = None
+        else:
             log.info("model swapped: %s -> %s", self.classifier.name, new.name)
-            self.classifier = new
+        self.classifier = new
 
     def _send(self, parts: list[bytes]) -> None:
         try:
@@ -223,7 +241,7 @@ class Worker(Component):
 
     def figures(self) -> dict[str, Any]:
         if self.classifier is None:
-            return {}
+            return self._waiting_figures() if hasattr(self, "intake") else {}
         counts, cycle, watcher = self.intake.counts, self.cycle_figures, self.watcher
         self.cycle_figures = CycleFigures()
         info = self.classifier.info
@@ -268,3 +286,17 @@ class Worker(Component):
         writer = self.snapshots
         return {"snapshots": {"written": writer.written, "dropped": writer.dropped,
                               "errors": writer.errors}}  # fmt: skip
+
+    def _waiting_figures(self) -> dict[str, Any]:
+        """While no model is served: frames still arrive (and are dropped), a refused file is
+        said."""
+        counts, watcher = self.intake.counts, self.watcher
+        return {"frames_in": counts.frames_in, "frames_out": 0, "model_path": str(watcher.path),
+                "model_errors": watcher.errors, "model_error": watcher.last_error}  # fmt: skip
+
+
+def waiting_reason(path) -> str:
+    return (
+        f"waiting for a model at {path}: train one (the console's Teach page or "
+        "`sightd train`); it is loaded as soon as it appears"
+    )

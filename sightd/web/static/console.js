@@ -211,6 +211,9 @@ function takeStatus(message, heardAt = Date.now()) {
   if (message.children) view.children = message.children;
   if (message.given_up) view.givenUp = message.given_up;
   if (message.model) showModel(message.model);
+  else if (status.name.startsWith("infer") && status.state === "starting" && status.reason) {
+    showNoModel(status.reason);  // a first `sightd run`: the worker waits for a taught model
+  }
   if (message.stable) {
     for (const [name, stable] of Object.entries(message.stable)) {
       const camera = view.cameras.get(name);
@@ -240,6 +243,13 @@ function showModel(model) {
     list.append(el("dt", { text: "note" }),
       el("dd", { class: "warning", text: "the model file on disk is not the one being served" }));
   }
+}
+
+function showNoModel(reason) {
+  const teach = el("a", { href: "/teach" }, "Teach");
+  document.getElementById("model").replaceChildren(el("dt", { text: "model" }),
+    el("dd", { class: "warning", text: reason }),
+    el("dt", { text: "next" }), el("dd", {}, "record and train one on the ", teach, " page"));
 }
 
 // ---- first paint and the live stream --------------------------------------------------------
