@@ -10,10 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
+import httpx
 import pytest
+from conftest import wait_for
 
-from sightd.demo.run import CACHE_KEYS, demo_train_config, prepare_model
+from sightd.demo.run import CACHE_KEYS, demo_train_config, prepare_digits, prepare_model
 from sightd.demo.score import Heard, Segment, judge, score
 from sightd.demo.video import card_order
 from sightd.errors import SightdError
@@ -102,6 +105,61 @@ def test_a_cached_model_trained_the_same_way_is_reused(tmp_path, untrained_check
     metrics.write_text(json.dumps({"config": {"epochs": 2, "image_size": 32}}))
     with pytest.raises(SightdError, match="no-data does not exist"):
         prepare_model(tmp_path / "runs", tmp_path / "no-data", 2, retrain=False)
+
+
+@pytest.mark.slow
+def test_demo_keep_stays_up_after_its_score_with_teach_on_the_demo_s_data(
+    tmp_path, untrained_checkpoint
+):
+    # given the digits and a cached demo run (untrained weights: the test is of the console,
+    # not of the score) whose test split holds two cards of each digit
+    workdir = tmp_path / "demo"
+    data = prepare_digits(workdir / "digits")
+    run_dir = fake_cached_run(workdir / "runs", untrained_checkpoint, epochs=2)
+    cards = [f"{d}/{p.name}" for d in range(10) for p in sorted((data / str(d)).iterdir())[:2]]
+    (run_dir / "split.json").write_text(json.dumps({"train": [], "val": [], "test": cards}))
+    command = [sys.executable, "-m", "sightd", "demo", "--keep", "--seconds", "5", "--epochs", "2"]
+    demo = subprocess.Popen(
+        [*command, "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+    reader.start()
+    try:
+        # when its scored pass is over, it prints its score, then the console's URL, and stays
+        invite = wait_for(
+            lambda: next((line for line in lines if "keep running at" in line), None),
+            240,
+            "the demo to say it keeps running",
+            lambda: "".join(lines)[-3000:],
+        )
+        assert any(SUMMARY.match(line.strip()) for line in lines), "".join(lines)[-3000:]
+        url = re.search(r"keep running at (http://\S+/)", invite).group(1)
+        assert demo.poll() is None
+        # then the console answers, and Teach works on the demo's own data set and runs
+        assert httpx.get(url, timeout=10).status_code == 200
+        classes = httpx.get(f"{url}api/teach/classes", timeout=10).json()["classes"]
+        assert [(c["name"], c["count"]) for c in classes] == [
+            (str(d), sum(1 for _ in (data / str(d)).iterdir())) for d in range(10)
+        ]
+        teach = httpx.get(f"{url}api/teach", timeout=10).json()
+        latest = workdir / "runs" / "latest"
+        assert (teach["data_dir"], teach["out_dir"]) == (str(data), str(workdir / "runs"))
+        assert (teach["model_path"], teach["reload"]) == (str(latest / "model.safetensors"), True)
+        assert os.readlink(latest) == "demo"  # deploy can swap this link: it is not refused
+        served = httpx.get(f"{url}api/teach/served", timeout=10).json()
+        assert served["exists"] and served["run"] == "demo", served
+        # when Ctrl-C reaches it (the terminal signals the whole group), it stops cleanly
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(60) == 0, "".join(lines)[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(demo.pid, signal.SIGKILL)
 
 
 def test_cards_never_repeat_back_to_back_even_where_the_video_loops():
