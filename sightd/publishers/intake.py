@@ -52,16 +52,23 @@ class FrameIntake:
         self.counts = IntakeCounts()
         # An oversized frame must not cut a camera off; the reconnector connects the endpoints.
         self.reconnector = Reconnector(sock, endpoints)
+        # Its monitor is waited on with the frames, in the cycle's one poll, rather than polled
+        # on its own every cycle: connection events are rare, frames are not.
+        self.monitor = self.reconnector.monitor
+        poller.register(self.monitor, zmq.POLLIN)
 
     def close(self) -> None:
+        self.poller.unregister(self.monitor)
         self.reconnector.close()
         self.sock.close()
 
     def collect(self, timeout: float) -> dict[str, tuple[dict[str, Any], bytes]]:
         """Wait up to `timeout` s for frames; {camera: (header, payload)} of the newest ones."""
-        self.reconnector.poll()
         newest: dict[str, tuple[dict[str, Any], bytes]] = {}
-        if self.sock not in dict(self.poller.poll(timeout * 1000)):
+        ready = dict(self.poller.poll(timeout * 1000))
+        if self.monitor in ready:
+            self.reconnector.poll()
+        if self.sock not in ready:
             return newest
         for _ in range(MAX_DRAIN):
             try:
