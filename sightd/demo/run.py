@@ -1,7 +1,8 @@
 """`sightd demo`: the whole product on a machine with no camera and no data, in two minutes.
 
 Digits data set -> a trained model (cached) -> a video of held-out digit cards -> the real
-supervisor with a print subscriber -> a score of the events against the cards shown.
+supervisor with a print subscriber -> a score of the events against the cards shown; with
+--keep the pipeline then stays up, set up for the console's Teach page, until Ctrl-C.
 """
 
 from __future__ import annotations
