@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sightd.cli import main
 from sightd.daemon import service
 from sightd.daemon.notify import Watchdog, notify
+from sightd.daemon.readiness import Readiness
 from sightd.daemon.service import DOCS_VALUES, render_unit
 from sightd.status import format_status
 
@@ -73,6 +74,27 @@ def test_watchdog_pings_only_while_labels_flow(notify_socket):
     sock.settimeout(0.2)
     with pytest.raises(TimeoutError):
         sock.recv(100)
+
+
+def test_a_worker_waiting_for_its_first_model_is_ready_and_feeds_the_watchdog(
+    notify_socket, monkeypatch
+):
+    # given a supervisor under systemd whose worker has no model yet (a first `sightd run`)
+    sock, env = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", env["NOTIFY_SOCKET"])
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    readiness = Readiness(["infer"])
+    # when the worker says it is starting on its way to a model, nothing is told
+    readiness._heard("infer", {"state": "starting", "frames_out": 0})
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(100)
+    # then once it says it waits for a model, systemd hears READY=1 and the watchdog is fed
+    waiting = {"state": "starting", "frames_out": 0, "waiting_for_model": True}
+    readiness._heard("infer", waiting)
+    assert sock.recv(100) == b"READY=1"
+    readiness.tick()
+    assert sock.recv(100) == b"WATCHDOG=1"
 
 
 def test_service_install_writes_a_hardened_unit_and_only_prints_systemctl(tmp_path, monkeypatch):

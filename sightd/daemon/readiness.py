@@ -3,8 +3,11 @@ once it does, and the watchdog fed while it keeps working.
 
 With a worker here, its status is the proof: `online` (model loaded, sockets bound) makes
 ready, and a growing `frames_out` (labels published) feeds the watchdog. Its status rather
-than every label, so that labels cost the supervisor nothing. Without a worker nothing here
-labels: ready once every part has beaten, the watchdog fed while some part runs.
+than every label, so that labels cost the supervisor nothing. A worker waiting for its first
+model (a new user's first `sightd run`) is up as well: it makes ready and each of its
+statuses feeds the watchdog, since it has nothing to label until the console deploys a model.
+Without a worker nothing here labels: ready once every part has beaten, the watchdog fed while
+some part runs.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ class Readiness:
         if labelled and labelled != self._labelled.get(name):  # a restart counts from 0
             self._labelled[name] = labelled
             self.watchdog.saw_label()
-        if message.get("state") == "online":
+        waiting = message.get("waiting_for_model") is True
+        if waiting:
+            self.watchdog.saw_label()
+        if message.get("state") == "online" or waiting:
             self._online.add(name)
         if not self.ready and self._online >= self.workers:
             self.ready = True
-            log.info("pipeline ready: model loaded, sockets bound")
+            log.info("pipeline ready: %s", "waiting for a model" if waiting else "model loaded")
             notify("READY=1")
 
     def worker_down(self, name: str) -> None:

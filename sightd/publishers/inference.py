@@ -292,7 +292,8 @@ class Worker(Component):
         said."""
         counts, watcher = self.intake.counts, self.watcher
         return {"frames_in": counts.frames_in, "frames_out": 0, "model_path": str(watcher.path),
-                "model_errors": watcher.errors, "model_error": watcher.last_error}  # fmt: skip
+                "waiting_for_model": True, "model_errors": watcher.errors,
+                "model_error": watcher.last_error}  # fmt: skip
 
 
 def waiting_reason(path) -> str:
