@@ -17,9 +17,9 @@ from typing import Literal
 import click
 import yaml
 
-from sightd.cli_options import config_option
+from sightd.cli_options import camera_option, config_option, role_option
 from sightd.config import DEFAULT_CONFIG_PATH, SightdConfig, load_config
-from sightd.daemon.roles import ROLES, Plan, make_plan
+from sightd.daemon.roles import Plan, make_plan
 from sightd.errors import SightdError
 from sightd.sources import resolve
 from sightd.subscribers.registry import parse_entry
@@ -29,23 +29,11 @@ BROKER_TIMEOUT = 1.0  # seconds for the TCP connect to an MQTT broker
 
 @click.command("check-config")
 @config_option
-@click.option(
-    "--role",
-    "roles",
-    multiple=True,
-    type=click.Choice([*ROLES, "all"]),
-    envvar="SIGHTD_ROLE",
-    help="Check what this host's roles need, as `sightd run --role` (default: daemon.roles): "
-    "the model for infer, camera sources for capture, subscribers, the console for web.",
+@role_option(
+    "Check what this host's roles need, as `sightd run --role` (default: daemon.roles): "
+    "the model for infer, camera sources for capture, subscribers, the console for web."
 )
-@click.option(
-    "--camera",
-    "cameras",
-    multiple=True,
-    metavar="NAME",
-    envvar="SIGHTD_CAMERA",
-    help="With --role capture: check only this camera's source (repeatable).",
-)
+@camera_option("With --role capture: check only this camera's source (repeatable).")
 def check_config(config_path: str | None, roles: tuple[str, ...], cameras: tuple[str, ...]):
     """Validate a config file and what it points at; print the effective configuration.
 

@@ -233,3 +233,10 @@ def _both_supervisors(output: str) -> list[str] | None:
         "supervisor: online, given up on: none; roles: infer, subscribers",
     ]
     return lines if all(line in lines for line in wanted) else None
+
+
+def test_the_role_option_offers_every_role_and_all():
+    from sightd.cli_options import ROLE_CHOICES
+    from sightd.daemon.roles import ROLES
+
+    assert (*ROLES, "all") == ROLE_CHOICES

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from sightd.cli_options import config_option
+from sightd.cli_options import camera_option, config_option, role_option
 from sightd.errors import SightdError
 
 
@@ -21,24 +21,13 @@ from sightd.errors import SightdError
     default=None,
     help="Override log_level from the config.",
 )
-@click.option(
-    "--role",
-    "roles",
-    multiple=True,
-    type=click.Choice(["capture", "infer", "subscribers", "web", "all"]),
-    envvar="SIGHTD_ROLE",
-    help="Run only this part of the deployment (repeatable; default: daemon.roles, all; "
+@role_option(
+    "Run only this part of the deployment (repeatable; default: daemon.roles, all; "
     "env SIGHTD_ROLE, space-separated). The host with subscribers hosts the status bus and "
-    "the labels proxy (docs/deploy.md).",
+    "the labels proxy (docs/deploy.md)."
 )
-@click.option(
-    "--camera",
-    "cameras",
-    multiple=True,
-    metavar="NAME",
-    envvar="SIGHTD_CAMERA",
-    help="With --role capture: only this camera (repeatable; default: every camera; "
-    "env SIGHTD_CAMERA).",
+@camera_option(
+    "With --role capture: only this camera (repeatable; default: every camera; env SIGHTD_CAMERA)."
 )
 @click.option(
     "--worker",
