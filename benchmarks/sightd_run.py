@@ -8,6 +8,7 @@ of the worker (% of one core, from /proc), the CPU every other process on the ma
 the same window, the worker's RSS and the tree's PSS, and from the worker's statuses the
 frames dropped and stale and its batch size. With `kills`, it SIGKILLs the worker that many
 times and times each restart to the first label of a frame captured after the kill.
+Run on its own, it measures one scenario and prints the worker's CPU per label (`--help`).
 """
 
 from __future__ import annotations
@@ -232,3 +233,36 @@ def status_figures(record: Path, t0: float, t1: float) -> dict:
         "batch_mean": sum(b["mean"] for b in batches) / len(batches) if batches else None,
         "batch_max": max((b["max"] for b in batches), default=None),
     }
+
+
+def main() -> None:
+    """One scenario from the command line, for comparing two trees of sightd in one sitting:
+    run it once with PYTHONPATH=<the other tree>, once without, taking turns."""
+    import argparse
+    import tempfile
+
+    from pipeline_latency import write_scene
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a checkpoint")
+    parser.add_argument("--engine", default="openvino")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--cameras", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    row = {"name": args.engine, "engine": args.engine, "device": "cpu"}
+    with tempfile.TemporaryDirectory(prefix="sightd-run-") as tmp:
+        video = write_scene(Path(tmp) / "scene.avi")
+        run = run_pipeline(Path(tmp), video, args.model, row, args.cameras, args.fps, args.seconds)
+    rate = run["labels_per_s"]
+    worker_ms = 10 * run["worker_cpu_percent"] / rate if rate else None
+    print(
+        f"{args.engine} {args.cameras}x{args.fps:g} fps: {rate:.2f} labels/s, worker "
+        f"{run['worker_cpu_percent']:.3f}% ({worker_ms:.3f} ms a label), capture "
+        f"{run['capture_cpu_percent']:.3f}%, others {run['others_cpu_percent']:.0f}%, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
