@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from sightd.images import jpeg_as_is
+from sightd.images import image_from_bytes, jpeg_as_is
 
 if TYPE_CHECKING:
     from sightd.config import CameraConfig
@@ -62,6 +62,17 @@ def jpeg_frame(data: bytes) -> Jpeg | None:
     to apply, images.jpeg_as_is), else None: decode it instead."""
     header = jpeg_as_is(data)
     return Jpeg(data, header.width, header.height) if header else None
+
+
+def pixels(frame: np.ndarray | Jpeg) -> np.ndarray:
+    """A frame as BGR pixels, for a reader that needs them (`sightd collect`): a camera's own
+    JPEG decoded as the worker decodes it, so what is recorded is what is classified."""
+    if not isinstance(frame, Jpeg):
+        return frame
+    image = image_from_bytes(np.frombuffer(frame.data, np.uint8))
+    if image is None:
+        raise SourceError("a frame does not decode")
+    return image
 
 
 class SourceError(Exception):

@@ -192,15 +192,16 @@ def _count_down(seconds: int, label: str) -> None:
 def _read(source, camera: CameraConfig):
     """The next frame; None when a recording has ended; SightdError for a silent camera."""
     from sightd.sources import SourceEnded, SourceError, describe
+    from sightd.sources.base import pixels
 
     deadline = time.monotonic() + GIVE_UP_AFTER
     while time.monotonic() < deadline:
         try:
             got = source.read(READ_TIMEOUT)
+            if got is not None:
+                return pixels(got[0])  # a camera's own JPEG (passed through) decoded
         except SourceEnded:  # a video file or image folder played to its end
             return None
         except SourceError as exc:
             raise SightdError(f"cannot record from {describe(camera)}: {exc}") from None
-        if got is not None:
-            return got[0]
     raise SightdError(f"no frame from {describe(camera)} for {GIVE_UP_AFTER:g} s; is it in use?")
