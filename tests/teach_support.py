@@ -46,10 +46,8 @@ def teach_setup(root: Path, checkpoint: Path) -> Path:
             "path": str(root / "runs" / "latest" / "model.safetensors"),
             "device": "cpu",
             "reload": True,
-            # torch, not the default engine: OpenVINO's export self-check (sightd/export.py)
-            # refuses some models trained for 2 epochs here (bfloat16 logits 0.016 off, 0.01
-            # allowed), and the worker then keeps its old model: the loop under test is
-            # Teach's, the check is the engines' own tests'
+            # torch: each deploy then swaps without making an engine export first (10-15 s
+            # here); tests/test_new_user.py deploys through the default engine
             "engine": "torch",
         },
         "train": {

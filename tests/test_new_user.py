@@ -13,6 +13,8 @@ from browser_support import browser, page  # noqa: F401
 from conftest import color_frame, wait_for, write_color_dataset, write_video
 from daemon_support import SightdRun
 
+from sightd.engines.base import choose_engine
+
 CSRF = {"X-Sightd-CSRF": "1"}
 
 
@@ -29,7 +31,8 @@ def teach_run(root, **train) -> SightdRun:
     """`sightd run` of a red camera, model.path at runs/latest (not trained yet), reload on."""
     video = write_video(root / "cam.avi", [color_frame("red", (120, 160))] * 20, fps=10)
     latest = root / "runs" / "latest" / "model.safetensors"
-    model = {"path": str(latest), "device": "cpu", "reload": True, "engine": "torch"}
+    # the default engine (auto: OpenVINO or ONNX Runtime where installed), as a new user has it
+    model = {"path": str(latest), "device": "cpu", "reload": True}
     train = {"data_dir": str(root / "data"), "out_dir": str(root / "runs"), **train}
     return SightdRun(root, latest, video, model=model, train=train)
 
@@ -101,6 +104,7 @@ def test_a_first_run_without_a_model_waits_for_one_taught_in_the_console(tmp_pat
         snapshot = wait_for(labelled, 120, "labels from the deployed model", daemon.tail)
         assert snapshot["labels"]["cam0"]["label"] in ("blue", "green", "red", "unknown")
         assert worker_status(client)["state"] == "online"
+        assert snapshot["model"]["engine"] == choose_engine("auto", "cpu")  # the default's
         assert snapshot["children"]["infer"]["restarts"] == 0, snapshot["children"]
         # and the Watch page's card now names the served model
         wait_for(lambda: answer["digest"] in card.text_content(), 30, "the model card")
