@@ -17,6 +17,19 @@ from conftest import color_frame, free_port, write_video
 COLOURS = ("blue", "green", "red")
 
 
+def start_sightd_run(config_path: Path, log_path: Path, env: dict) -> subprocess.Popen:
+    """`sightd run -c CONFIG` as a user starts it, its output in `log_path`, in a session of its
+    own so that killpg reaches every child."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sightd", "run", "-c", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
 def colour_video(path: Path, size=(120, 160), fps: float = 10, frames_each: int = 10) -> Path:
     """A video of blue, green then red, `frames_each` frames of each; captures loop it."""
     frames = [color_frame(c, size) for c in COLOURS for _ in range(frames_each)]
@@ -43,14 +56,7 @@ class SightdRun:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = root / "daemon.log"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sightd", "run", "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self.process = start_sightd_run(self.config_path, self.log_path, env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -22,6 +22,7 @@ import yaml
 import zmq
 from click.testing import CliRunner
 from conftest import color_frame, free_port, wait_for, write_video
+from daemon_support import start_sightd_run
 
 from sightd import transport
 from sightd.cli import main
@@ -77,14 +78,7 @@ class Daemon:
             "WATCHDOG_USEC": "1000000",
         }
         self.log_path = root / "daemon.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sightd", "run", "-c", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: killpg reaches every child
-            )
+        self.process = start_sightd_run(self.config_path, self.log_path, env)
 
     @staticmethod
     def _config(video: Path, checkpoint: Path) -> dict:
